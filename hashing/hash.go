@@ -94,3 +94,15 @@ func PacketHash(seed uint32, src netip.Addr, port uint16, withPort bool) uint32 
 	}
 	return Murmur3Words(seed, words[:n]...)
 }
+
+// VServerSeed is the packet-hash seed of a vserver: FNV-1a (32 bit) of its
+// name. Every node derives the same seed from the replicated configuration,
+// and the control plane writes it into the data plane's vserver entry.
+func VServerSeed(name string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(name); i++ {
+		h ^= uint32(name[i])
+		h *= 16777619
+	}
+	return h
+}
