@@ -88,7 +88,7 @@ func New(tb testing.TB) *NetNS {
 	var name string
 	for attempt := 0; ; attempt++ {
 		name = fmt.Sprintf("%s%d-%s", Prefix, os.Getpid(), randomSuffix(8))
-		out, err := command(context.Background(), "ip", "netns", "add", name)
+		out, err := command("ip", "netns", "add", name)
 		if err == nil {
 			break
 		}
@@ -99,7 +99,7 @@ func New(tb testing.TB) *NetNS {
 	n := &NetNS{Name: name, tb: tb, handle: vnetns.None()}
 	tb.Cleanup(func() {
 		n.close()
-		if out, err := command(context.Background(), "ip", "netns", "delete", name); err != nil {
+		if out, err := command("ip", "netns", "delete", name); err != nil {
 			tb.Errorf("deleting network namespace %s: %v: %s", name, err, out)
 		}
 	})
@@ -336,27 +336,11 @@ func (n *NetNS) ReadSysctl(key string) string {
 	return strings.TrimSpace(string(b))
 }
 
-// Offload turns ethtool features of an interface on or off, as
-// `ethtool -K link feature on|off ...`; features alternate name and state,
-// e.g. Offload("veth0", "tx", false, "gro", true).
-func (n *NetNS) Offload(link string, features ...any) {
+// Offload changes ethtool features of an interface, as
+// `ethtool -K link settings...`, e.g. Offload("veth0", "tx", "off", "gro", "on").
+func (n *NetNS) Offload(link string, settings ...string) {
 	n.tb.Helper()
-	if len(features)%2 != 0 {
-		n.tb.Fatalf("Offload(%s): features must alternate name and bool", link)
-	}
-	args := []string{"-K", link}
-	for i := 0; i < len(features); i += 2 {
-		name, ok1 := features[i].(string)
-		on, ok2 := features[i+1].(bool)
-		if !ok1 || !ok2 {
-			n.tb.Fatalf("Offload(%s): want name string then bool, got %T, %T", link, features[i], features[i+1])
-		}
-		state := "off"
-		if on {
-			state = "on"
-		}
-		args = append(args, name, state)
-	}
+	args := append([]string{"-K", link}, settings...)
 	if out, err := n.Run("ethtool", args...); err != nil {
 		n.tb.Fatalf("ethtool %s in %s: %v: %s", strings.Join(args, " "), n, err, out)
 	}
@@ -366,14 +350,14 @@ func (n *NetNS) Offload(link string, features ...any) {
 // XDP program rewrites leave the sender with complete checksums.
 func (n *NetNS) DisableTxChecksum(link string) {
 	n.tb.Helper()
-	n.Offload(link, "tx", false)
+	n.Offload(link, "tx", "off")
 }
 
 // EnableGRO turns GRO on, which gives a veth the NAPI context that XDP
 // redirects into it need.
 func (n *NetNS) EnableGRO(link string) {
 	n.tb.Helper()
-	n.Offload(link, "gro", true)
+	n.Offload(link, "gro", "on")
 }
 
 // Veth creates a veth pair with end aName in a and end bName in b, both up,
@@ -414,9 +398,7 @@ func Veth(tb testing.TB, a *NetNS, aName string, b *NetNS, bName string) {
 // for the host) and returns its combined output; it is killed after
 // CommandTimeout.
 func (n *NetNS) Run(name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
-	defer cancel()
-	out, err := command(ctx, n.argv(name, args...)...)
+	out, err := command(n.argv(name, args...)...)
 	return string(out), err
 }
 
@@ -434,14 +416,10 @@ func (n *NetNS) argv(name string, args ...string) []string {
 	return append([]string{"ip", "netns", "exec", n.Name, name}, args...)
 }
 
-func command(ctx context.Context, argv ...string) ([]byte, error) {
-	if ctx == context.Background() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, CommandTimeout)
-		defer cancel()
-	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	out, err := cmd.CombinedOutput()
+func command(argv ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
 		return out, fmt.Errorf("running %s: %w", strings.Join(argv, " "), err)
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,15 +16,9 @@ import (
 	"time"
 )
 
-// listen opens a listener inside n.
 func listen(t *testing.T, n *NetNS, network, addr string) net.Listener {
 	t.Helper()
-	var ln net.Listener
-	if err := n.Do(func() (err error) { ln, err = net.Listen(network, addr); return err }); err != nil {
-		t.Fatalf("listening on %s in %s: %v", addr, n, err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	return ln
+	return n.Listen(network, addr)
 }
 
 // echoOnce accepts one connection on ln, sends back what it reads and
@@ -47,15 +42,7 @@ func echoOnce(ln net.Listener) <-chan string {
 // roundTrip dials addr from inside n, writes a message, and checks the echo.
 func roundTrip(t *testing.T, n *NetNS, network, addr string) {
 	t.Helper()
-	var c net.Conn
-	err := n.Do(func() (err error) {
-		c, err = net.DialTimeout(network, addr, 5*time.Second)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("dialing %s from %s: %v", addr, n, err)
-	}
-	defer c.Close()
+	c := n.Dial(network, addr)
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	msg := []byte("tandem " + addr)
 	if _, err := c.Write(msg); err != nil {
@@ -279,7 +266,7 @@ func TestOffload(t *testing.T) {
 	Veth(t, n, "ov0", n, "ov1")
 	n.DisableTxChecksum("ov0")
 	n.EnableGRO("ov1")
-	n.Offload("ov1", "gro", false, "tso", false)
+	n.Offload("ov1", "gro", "off", "tso", "off")
 	n.EnableGRO("ov1")
 	out0, err := n.Run("ethtool", "-k", "ov0")
 	if err != nil {
@@ -337,6 +324,75 @@ func TestUniqueLinkName(t *testing.T) {
 				t.Fatalf("UniqueLinkName repeated %q", name)
 			}
 			seen[name] = true
+		}
+	}
+}
+
+func TestUDPAndDialFailure(t *testing.T) {
+	RequireRoot(t)
+	a, b := New(t), New(t)
+	Veth(t, a, "eth0", b, "eth0")
+	a.AddAddr("eth0", "10.96.0.1/24")
+	b.AddAddr("eth0", "10.96.0.2/24")
+	srv := b.ListenPacket("udp", "10.96.0.2:7003")
+	cli := a.ListenPacket("udp", "10.96.0.1:0")
+	srv.SetDeadline(time.Now().Add(10 * time.Second))
+	cli.SetDeadline(time.Now().Add(10 * time.Second))
+	dst := &net.UDPAddr{IP: net.IPv4(10, 96, 0, 2), Port: 7003}
+	if _, err := cli.WriteTo([]byte("ping"), dst); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	nr, from, err := srv.ReadFrom(buf)
+	if err != nil || string(buf[:nr]) != "ping" {
+		t.Fatalf("server read %q, %v", buf[:nr], err)
+	}
+	if from.(*net.UDPAddr).IP.String() != "10.96.0.1" {
+		t.Errorf("datagram from %v, want 10.96.0.1", from)
+	}
+	// Nothing listens on 7004 in b: the connection is refused.
+	if c, err := a.DialErr("tcp", "10.96.0.2:7004", 2*time.Second); err == nil {
+		c.Close()
+		t.Fatal("dial to a closed port succeeded")
+	} else if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("dial to a closed port: %v, want connection refused", err)
+	}
+}
+
+func TestRemoveStale(t *testing.T) {
+	RequireRoot(t)
+	// A pid that no longer exists: a process that has exited.
+	p := Host(t).Start("true")
+	if err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	dead := p.Cmd.Process.Pid
+	stale := fmt.Sprintf("%s%d-stale%d", Prefix, dead, os.Getpid())
+	if out, err := command("ip", "netns", "add", stale); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	t.Cleanup(func() { command("ip", "netns", "delete", stale) })
+	live := New(t)
+
+	removed, err := RemoveStale()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(removed, stale) || Exists(stale) {
+		t.Errorf("RemoveStale removed %v; %s should be gone", removed, stale)
+	}
+	if slices.Contains(removed, live.Name) || !Exists(live.Name) {
+		t.Errorf("RemoveStale removed the live namespace %s", live.Name)
+	}
+}
+
+func TestOwnerPid(t *testing.T) {
+	for name, want := range map[string]int{
+		"th123-abc": 123, "th1-x": 1, "th-1-x": 0, "th12": 0, "thabc-1": 0, "x12-a": 0, "th0-a": 0,
+	} {
+		pid, ok := ownerPid(name)
+		if ok != (want != 0) || pid != want {
+			t.Errorf("ownerPid(%q) = %d, %v; want %d", name, pid, ok, want)
 		}
 	}
 }
