@@ -1,0 +1,1013 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
+/*
+ * Tandem's stateless XDP data plane.
+ *
+ * One program, xdp_lb, runs on the node's front and back interfaces:
+ *
+ *   client -> VIP:port      vserver lookup (exact port, then "*"), flow table
+ *                           (LRU), on a miss the vserver's Maglev table with
+ *                           the packet hash; NAT with USIP: destination
+ *                           rewritten to the backend, client source kept.
+ *   backend -> client       the service (address, port, protocol) is bound to
+ *                           exactly one STATELESS vserver: the source is
+ *                           rewritten back to VIP:vport with no flow state.
+ *   ICMP errors             translated so that path-MTU discovery works
+ *                           through the cluster (see handle_icmp).
+ *
+ * Everything else passes to the kernel untouched. Malformed frames are never
+ * forwarded: for a VIP they are dropped, otherwise passed, and counted by
+ * reason either way.
+ *
+ * Maps (sizes are set by the Go loader from its Config):
+ *   vservers      HASH  vs_key -> vserver. Type ANY is one entry per protocol.
+ *   addrs         HASH  addr_key -> ADDR_F_VIP|ADDR_F_BACKEND: tells cheaply
+ *                 whether an address is a VIP (malformed frames, "*" lookups)
+ *                 or a service (reverse path).
+ *   backends      ARRAY backend id -> backend; id 0 is "no backend".
+ *   reverse       HASH  rev_key -> rev: service -> its vserver's VIP:vport.
+ *   flows         LRU_HASH flow_key -> flow.
+ *   tables        ARRAY of backend ids, index ((vs_id*2 + half)*M + slot):
+ *                 two halves per vserver, one flat array that scales with
+ *                 max_vservers*2*M entries of 4 bytes.
+ *   table_active  ARRAY vs_id -> word: bit 0 = active half, bits 1..31 = the
+ *                 epoch of the table in that half. The control plane writes
+ *                 the idle half, then this one aligned word, so a packet
+ *                 reads either the old or the new table, never a mix.
+ *   reasons       PERCPU_ARRAY reason -> packets.
+ *   vserver_stats, backend_stats  PERCPU_ARRAY per vserver / backend counters.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <linux/icmpv6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "lb.h"
+#include "hash.h"
+#include "csum.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* <linux/icmp.h> drags in libc headers; the one constant we need: */
+#define ICMP_DEST_UNREACH 3
+#define AF_INET 2
+#define AF_INET6 10
+#define ETH_P_8021Q_ 0x8100
+#define ETH_P_8021AD_ 0x88A8
+#define MAX_VLAN 2
+#define MAX_EXT 4
+#define FRAG_FIRST 1
+#define FRAG_LATER 2
+
+/* M, the number of slots of every Maglev table. Set by the loader. */
+volatile const __u32 table_size = 65537;
+
+/* Not read by the program: puts the enums into BTF so bpf2go mirrors them. */
+volatile const enum reason reason_count = REASON_MAX;
+volatile const enum method method_unused = METHOD_SOURCEIP;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct vs_key);
+	__type(value, struct vserver);
+	__uint(max_entries, 128);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} vservers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct addr_key);
+	__type(value, __u32);
+	__uint(max_entries, 4096);
+} addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct backend);
+	__uint(max_entries, 4096);
+} backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct rev_key);
+	__type(value, struct rev);
+	__uint(max_entries, 4096);
+} reverse SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct flow_key);
+	__type(value, struct flow);
+	__uint(max_entries, 65536);
+} flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 64 * 2 * 65537);
+} tables SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 64);
+} table_active SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, REASON_MAX);
+} reasons SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct vs_stats);
+	__uint(max_entries, 64);
+} vserver_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct be_stats);
+	__uint(max_entries, 4096);
+} backend_stats SEC(".maps");
+
+/* A parsed packet. Offsets are from the start of the frame. */
+struct pkt {
+	__u32 src[4];
+	__u32 dst[4];
+	__u32 l3;
+	__u32 l4;
+	__u32 l3_end; /* end of the IP packet (frames may carry padding) */
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 proto;
+	__u8 frag;
+	__u8 pad;
+};
+
+/* The packet quoted by an ICMP error. */
+struct inner {
+	__u32 src[4];
+	__u32 dst[4];
+	__u32 l3;
+	__u32 l4;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 csum_off; /* offset of the L4 checksum in the L4 header; 0: not quoted */
+	__u16 pad;
+};
+
+enum pstate {
+	P_OK = 0,
+	P_NOT_IP,
+	P_BAD_L2,
+	P_BAD_L3_NODST, /* not even the destination address is readable */
+	P_BAD_L3,
+	P_BAD_L4,
+};
+
+static __always_inline void *ptr_at(struct xdp_md *ctx, __u32 off, __u32 size)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	void *p;
+
+	if (off > 0xffff)
+		return NULL;
+	p = data + off;
+	if (p + size > end)
+		return NULL;
+	return p;
+}
+
+static __always_inline void count(__u32 reason)
+{
+	__u64 *c = bpf_map_lookup_elem(&reasons, &reason);
+
+	if (c)
+		*c += 1;
+}
+
+static __always_inline void vs_count(__u32 vs_id, __u32 reason)
+{
+	struct vs_stats *s = bpf_map_lookup_elem(&vserver_stats, &vs_id);
+
+	if (s && reason < REASON_MAX)
+		s->reasons[reason] += 1;
+	count(reason);
+}
+
+static __always_inline int pass(__u32 reason)
+{
+	count(reason);
+	return XDP_PASS;
+}
+
+static __always_inline int drop(__u32 reason)
+{
+	count(reason);
+	return XDP_DROP;
+}
+
+static __always_inline int vs_verdict(__u32 vs_id, __u32 reason, int verdict)
+{
+	vs_count(vs_id, reason);
+	return verdict;
+}
+
+static __always_inline __u32 addr_flags(const __u32 *addr, __u8 family)
+{
+	struct addr_key k = {};
+	__u32 *f;
+
+	__builtin_memcpy(k.addr, addr, 16);
+	k.family = family;
+	f = bpf_map_lookup_elem(&addrs, &k);
+	return f ? *f : 0;
+}
+
+static __always_inline int is_vip(const struct pkt *p)
+{
+	return addr_flags(p->dst, p->family) & ADDR_F_VIP;
+}
+
+static __always_inline struct vserver *lookup_vserver(const __u32 *addr, __u16 port, __u8 proto,
+						      __u8 family, int wildcard)
+{
+	struct vs_key k = {};
+	struct vserver *vs;
+
+	__builtin_memcpy(k.addr, addr, 16);
+	k.port = port;
+	k.proto = proto;
+	k.family = family;
+	vs = bpf_map_lookup_elem(&vservers, &k);
+	if (vs || !wildcard || port == 0)
+		return vs;
+	k.port = 0;
+	return bpf_map_lookup_elem(&vservers, &k);
+}
+
+static __always_inline struct rev *lookup_reverse(const __u32 *addr, __u16 port, __u8 proto,
+						  __u8 family)
+{
+	struct rev_key k = {};
+	struct rev *r;
+
+	__builtin_memcpy(k.addr, addr, 16);
+	k.port = port;
+	k.proto = proto;
+	k.family = family;
+	r = bpf_map_lookup_elem(&reverse, &k);
+	if (r || port == 0)
+		return r;
+	k.port = 0;
+	return bpf_map_lookup_elem(&reverse, &k);
+}
+
+static __always_inline struct backend *lookup_backend(__u32 id)
+{
+	struct backend *b;
+
+	if (id == 0)
+		return NULL;
+	b = bpf_map_lookup_elem(&backends, &id);
+	if (!b || !(b->flags & BE_F_VALID))
+		return NULL;
+	return b;
+}
+
+/* pick returns the backend id in the active table's slot for a client, and the
+ * table's epoch. 0 means no backend. */
+static __always_inline __u32 pick(const struct vserver *vs, const __u32 *client, __u8 family,
+				  __u16 client_port, __u32 *epoch)
+{
+	__u32 id = vs->id;
+	__u32 *word = bpf_map_lookup_elem(&table_active, &id);
+	__u32 w, h, idx, *slot;
+
+	if (!word)
+		return 0;
+	w = *word;
+	*epoch = w >> 1;
+	h = packet_hash(vs->seed, client, family == FAMILY_V6, bpf_ntohs(client_port),
+			vs->method == METHOD_SOURCEIP_SOURCEPORT);
+	idx = (id * 2 + (w & 1)) * table_size + h % table_size;
+	slot = bpf_map_lookup_elem(&tables, &idx);
+	return slot ? *slot : 0;
+}
+
+static __always_inline int parse_l4(struct xdp_md *ctx, struct pkt *p)
+{
+	if (p->frag == FRAG_LATER)
+		return P_OK;
+	if (p->proto == IPPROTO_TCP) {
+		struct tcphdr *th = ptr_at(ctx, p->l4, sizeof(*th));
+		__u32 doff;
+
+		if (!th || p->l4 + sizeof(*th) > p->l3_end)
+			return P_BAD_L4;
+		doff = th->doff * 4;
+		if (doff < sizeof(*th))
+			return P_BAD_L4;
+		if (!p->frag && p->l4 + doff > p->l3_end)
+			return P_BAD_L4;
+		p->sport = th->source;
+		p->dport = th->dest;
+	} else if (p->proto == IPPROTO_UDP) {
+		struct udphdr *uh = ptr_at(ctx, p->l4, sizeof(*uh));
+		__u32 ulen;
+
+		if (!uh || p->l4 + sizeof(*uh) > p->l3_end)
+			return P_BAD_L4;
+		ulen = bpf_ntohs(uh->len);
+		if (!p->frag && (ulen < sizeof(*uh) || p->l4 + ulen > p->l3_end))
+			return P_BAD_L4;
+		p->sport = uh->source;
+		p->dport = uh->dest;
+	} else if ((p->proto == IPPROTO_ICMP && p->family == FAMILY_V4) ||
+		   (p->proto == IPPROTO_ICMPV6 && p->family == FAMILY_V6)) {
+		if (!ptr_at(ctx, p->l4, 8) || p->l4 + 8 > p->l3_end)
+			return P_BAD_L4;
+	}
+	return P_OK;
+}
+
+static __always_inline int parse(struct xdp_md *ctx, struct pkt *p)
+{
+	__u32 frame_len = ctx->data_end - ctx->data;
+	struct ethhdr *eth = ptr_at(ctx, 0, sizeof(*eth));
+	__u32 off = sizeof(*eth);
+	__u16 proto;
+	int i;
+
+	if (!eth)
+		return P_BAD_L2;
+	proto = eth->h_proto;
+#pragma unroll
+	for (i = 0; i < MAX_VLAN; i++) {
+		if (proto == bpf_htons(ETH_P_8021Q_) || proto == bpf_htons(ETH_P_8021AD_)) {
+			__u16 *tag = ptr_at(ctx, off, 4);
+
+			if (!tag)
+				return P_BAD_L2;
+			proto = tag[1];
+			off += 4;
+		}
+	}
+	if (proto == bpf_htons(ETH_P_8021Q_) || proto == bpf_htons(ETH_P_8021AD_))
+		return P_BAD_L2;
+	p->l3 = off;
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = ptr_at(ctx, off, sizeof(*ip));
+		__u32 hlen, tot;
+		__u16 fo;
+
+		if (!ip)
+			return P_BAD_L3_NODST;
+		p->family = FAMILY_V4;
+		p->src[0] = ip->saddr;
+		p->dst[0] = ip->daddr;
+		p->proto = ip->protocol;
+		if (ip->version != 4 || ip->ihl < 5)
+			return P_BAD_L3;
+		hlen = ip->ihl * 4;
+		tot = bpf_ntohs(ip->tot_len);
+		if (tot < hlen || off + tot > frame_len)
+			return P_BAD_L3;
+		p->l3_end = off + tot;
+		p->l4 = off + hlen;
+		fo = bpf_ntohs(ip->frag_off);
+		if (fo & 0x1fff)
+			p->frag = FRAG_LATER;
+		else if (fo & 0x2000)
+			p->frag = FRAG_FIRST;
+		return parse_l4(ctx, p);
+	}
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = ptr_at(ctx, off, sizeof(*ip6));
+		__u32 plen;
+		__u8 nh;
+
+		if (!ip6)
+			return P_BAD_L3_NODST;
+		p->family = FAMILY_V6;
+		__builtin_memcpy(p->src, &ip6->saddr, 16);
+		__builtin_memcpy(p->dst, &ip6->daddr, 16);
+		if (ip6->version != 6)
+			return P_BAD_L3;
+		plen = bpf_ntohs(ip6->payload_len);
+		/* payload_len 0 is a jumbogram: not supported, not forwarded */
+		if (plen == 0 || off + sizeof(*ip6) + plen > frame_len)
+			return P_BAD_L3;
+		p->l3_end = off + sizeof(*ip6) + plen;
+		off += sizeof(*ip6);
+		nh = ip6->nexthdr;
+#pragma unroll
+		for (i = 0; i < MAX_EXT; i++) {
+			if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS) {
+				__u8 *oh = ptr_at(ctx, off, 8);
+
+				if (!oh || off + 8 > p->l3_end)
+					return P_BAD_L3;
+				nh = oh[0];
+				off += ((__u32)oh[1] + 1) * 8;
+			} else if (nh == IPPROTO_FRAGMENT) {
+				__u8 *fh = ptr_at(ctx, off, 8);
+				__u16 fo;
+
+				if (!fh || off + 8 > p->l3_end)
+					return P_BAD_L3;
+				nh = fh[0];
+				fo = bpf_ntohs(*(__u16 *)(fh + 2));
+				if (fo & 0xfff8)
+					p->frag = FRAG_LATER;
+				else if (fo & 1)
+					p->frag = FRAG_FIRST;
+				off += 8;
+			}
+		}
+		if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS ||
+		    nh == IPPROTO_FRAGMENT)
+			return P_BAD_L3; /* more extension headers than we parse */
+		if (off > p->l3_end)
+			return P_BAD_L3;
+		p->proto = nh;
+		p->l4 = off;
+		return parse_l4(ctx, p);
+	}
+	return P_NOT_IP;
+}
+
+static __always_inline int fib(struct xdp_md *ctx, const struct pkt *p, __u8 proto,
+			       const __u32 *src, const __u32 *dst, __u16 sport, __u16 dport,
+			       struct bpf_fib_lookup *fp)
+{
+	__builtin_memset(fp, 0, sizeof(*fp));
+	fp->ifindex = ctx->ingress_ifindex;
+	fp->l4_protocol = proto;
+	fp->sport = sport;
+	fp->dport = dport;
+	fp->tot_len = p->l3_end - p->l3;
+	if (p->family == FAMILY_V4) {
+		fp->family = AF_INET;
+		fp->ipv4_src = src[0];
+		fp->ipv4_dst = dst[0];
+	} else {
+		fp->family = AF_INET6;
+		__builtin_memcpy(fp->ipv6_src, src, 16);
+		__builtin_memcpy(fp->ipv6_dst, dst, 16);
+	}
+	return bpf_fib_lookup(ctx, fp, sizeof(*fp), 0);
+}
+
+/* fib_refused maps a fib result the packet cannot be forwarded with to the
+ * drop reason; 0 when the packet may go on (SUCCESS or NO_NEIGH). */
+static __always_inline __u32 fib_refused(int rc)
+{
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return 0;
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return REASON_DROP_FRAG_NEEDED;
+	return REASON_DROP_FIB;
+}
+
+/* send finishes a rewritten packet: new MACs and redirect (XDP_TX when the
+ * egress interface is the ingress one), or, without a neighbour entry, the
+ * kernel gets the rewritten packet, forwards it and resolves the neighbour. */
+static __always_inline int send(struct xdp_md *ctx, int rc, struct bpf_fib_lookup *fp,
+				__u32 vs_id, __u32 fwd_reason)
+{
+	struct ethhdr *eth;
+
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return vs_verdict(vs_id, REASON_PASS_NO_NEIGH, XDP_PASS);
+	eth = ptr_at(ctx, 0, sizeof(*eth));
+	if (!eth)
+		return XDP_ABORTED;
+	__builtin_memcpy(eth->h_dest, fp->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fp->smac, ETH_ALEN);
+	vs_count(vs_id, fwd_reason);
+	if (fp->ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(fp->ifindex, 0);
+}
+
+/* rewrite replaces the source (is_src) or destination address and port of a
+ * parsed packet and updates the IPv4 header and the TCP/UDP checksums. */
+static __always_inline int rewrite(struct xdp_md *ctx, const struct pkt *p, int is_src,
+				   const __u32 *naddr, __u16 nport)
+{
+	int v6 = p->family == FAMILY_V6;
+	const __u32 *oaddr = is_src ? p->src : p->dst;
+	__u16 oport = is_src ? p->sport : p->dport;
+	__u32 d_addr = delta_addr(0, oaddr, naddr, v6);
+	__u32 d_l4 = delta_add16(d_addr, oport, nport);
+
+	if (!v6) {
+		struct iphdr *ip = ptr_at(ctx, p->l3, sizeof(*ip));
+
+		if (!ip)
+			return -1;
+		ip->check = csum_apply(ip->check, d_addr);
+		if (is_src)
+			ip->saddr = naddr[0];
+		else
+			ip->daddr = naddr[0];
+	} else {
+		struct ipv6hdr *ip6 = ptr_at(ctx, p->l3, sizeof(*ip6));
+
+		if (!ip6)
+			return -1;
+		if (is_src)
+			__builtin_memcpy(&ip6->saddr, naddr, 16);
+		else
+			__builtin_memcpy(&ip6->daddr, naddr, 16);
+	}
+	if (p->frag == FRAG_LATER)
+		return 0;
+	if (p->proto == IPPROTO_TCP) {
+		struct tcphdr *th = ptr_at(ctx, p->l4, sizeof(*th));
+
+		if (!th)
+			return -1;
+		if (is_src)
+			th->source = nport;
+		else
+			th->dest = nport;
+		th->check = csum_apply(th->check, d_l4);
+	} else if (p->proto == IPPROTO_UDP) {
+		struct udphdr *uh = ptr_at(ctx, p->l4, sizeof(*uh));
+
+		if (!uh)
+			return -1;
+		if (is_src)
+			uh->source = nport;
+		else
+			uh->dest = nport;
+		/* IPv4 UDP may go without checksum (0); IPv6 may not. A computed
+		 * 0 is sent as 0xffff. */
+		if (uh->check || v6) {
+			__u16 c = csum_apply(uh->check, d_l4);
+
+			uh->check = c ? c : 0xffff;
+		}
+	}
+	return 0;
+}
+
+static __always_inline void vs_add(__u32 vs_id, __u64 bytes, int new_flow, int rev)
+{
+	struct vs_stats *s = bpf_map_lookup_elem(&vserver_stats, &vs_id);
+
+	if (!s)
+		return;
+	if (rev) {
+		s->rev_packets += 1;
+		s->rev_bytes += bytes;
+		return;
+	}
+	s->packets += 1;
+	s->bytes += bytes;
+	s->new_flows += new_flow;
+}
+
+static __always_inline void be_add(__u32 be_id, __u64 bytes, int new_flow, int rev)
+{
+	struct be_stats *s = bpf_map_lookup_elem(&backend_stats, &be_id);
+
+	if (!s)
+		return;
+	if (rev) {
+		s->rev_packets += 1;
+		s->rev_bytes += bytes;
+		return;
+	}
+	s->packets += 1;
+	s->bytes += bytes;
+	s->new_flows += new_flow;
+}
+
+/* handle_vserver forwards client -> VIP packets of a vserver. */
+static __always_inline int handle_vserver(struct xdp_md *ctx, struct pkt *p, struct vserver *vs)
+{
+	__u32 vs_id = vs->id, be_id = 0, epoch = 0, why;
+	struct bpf_fib_lookup fp;
+	struct backend *be = NULL;
+	struct flow_key fk = {};
+	struct flow *f;
+	__u64 now = 0;
+	int new_flow = 0, rc;
+	__u16 nport;
+
+	if (!(vs->flags & VS_F_STATELESS))
+		return vs_verdict(vs_id, REASON_PASS_NOT_STATELESS, XDP_PASS);
+	if (vs->mode != MODE_NAT)
+		return vs_verdict(vs_id, REASON_DROP_UNSUPPORTED, XDP_DROP);
+
+	__builtin_memcpy(fk.src, p->src, 16);
+	__builtin_memcpy(fk.dst, p->dst, 16);
+	fk.sport = p->sport;
+	fk.dport = p->dport;
+	fk.proto = p->proto;
+	fk.family = p->family;
+	f = bpf_map_lookup_elem(&flows, &fk);
+	if (f && f->vs_id == vs_id) {
+		be_id = f->backend_id;
+		be = lookup_backend(be_id);
+	}
+	if (!be) {
+		be_id = pick(vs, p->src, p->family, p->sport, &epoch);
+		be = lookup_backend(be_id);
+		if (!be)
+			return vs_verdict(vs_id, REASON_DROP_NO_BACKEND, XDP_DROP);
+		new_flow = 1;
+	}
+	if (be->family != p->family)
+		return vs_verdict(vs_id, REASON_DROP_NO_BACKEND, XDP_DROP);
+	nport = be->port ? be->port : p->dport;
+
+	rc = fib(ctx, p, p->proto, p->src, be->addr, p->sport, nport, &fp);
+	why = fib_refused(rc);
+	if (why)
+		return vs_verdict(vs_id, why, XDP_DROP);
+
+	now = bpf_ktime_get_coarse_ns();
+	if (new_flow) {
+		struct flow nf = {
+			.backend_id = be_id,
+			.vs_id = vs_id,
+			.epoch = epoch,
+			.flags = FLOW_F_STATELESS,
+			.created_ns = now,
+			.seen_ns = now,
+		};
+		bpf_map_update_elem(&flows, &fk, &nf, BPF_ANY);
+	} else if (f && now - f->seen_ns > 1000000000ULL) {
+		f->seen_ns = now;
+	}
+	if (rewrite(ctx, p, 0, be->addr, nport))
+		return XDP_ABORTED;
+	vs_add(vs_id, ctx->data_end - ctx->data, new_flow, 0);
+	be_add(be_id, ctx->data_end - ctx->data, new_flow, 0);
+	return send(ctx, rc, &fp, vs_id, new_flow ? REASON_FWD_NEW : REASON_FWD_HIT);
+}
+
+/* handle_fragment: a non-first fragment has no ports, so neither the
+ * vserver's port nor SRCIPSRCPORTHASH can be applied to it. Fragments for a
+ * VIP are forwarded only by a wildcard-port ("*") STATELESS vserver with
+ * SOURCEIPHASH, for every fragment of a datagram (first and later) alike, so
+ * that all of them reach the same backend; no flow entry is made. Any other
+ * fragment for a VIP passes to the kernel and is counted. */
+static __always_inline int handle_fragment(struct xdp_md *ctx, struct pkt *p)
+{
+	struct bpf_fib_lookup fp;
+	struct backend *be;
+	struct vserver *vs;
+	__u32 be_id, epoch = 0, why;
+	__u16 nport;
+	int rc;
+
+	if (!is_vip(p))
+		return pass(REASON_PASS_NOT_OURS);
+	vs = lookup_vserver(p->dst, 0, p->proto, p->family, 0);
+	if (!vs)
+		return pass(REASON_PASS_FRAGMENT);
+	if (vs->method != METHOD_SOURCEIP || !(vs->flags & VS_F_STATELESS) || vs->mode != MODE_NAT)
+		return vs_verdict(vs->id, REASON_PASS_FRAGMENT, XDP_PASS);
+	be_id = pick(vs, p->src, p->family, 0, &epoch);
+	be = lookup_backend(be_id);
+	if (!be || be->family != p->family)
+		return vs_verdict(vs->id, REASON_DROP_NO_BACKEND, XDP_DROP);
+	nport = (p->frag == FRAG_FIRST && be->port) ? be->port : p->dport;
+	rc = fib(ctx, p, p->proto, p->src, be->addr, p->sport, nport, &fp);
+	why = fib_refused(rc);
+	if (why)
+		return vs_verdict(vs->id, why, XDP_DROP);
+	if (rewrite(ctx, p, 0, be->addr, nport))
+		return XDP_ABORTED;
+	vs_add(vs->id, ctx->data_end - ctx->data, 0, 0);
+	be_add(be_id, ctx->data_end - ctx->data, 0, 0);
+	return send(ctx, rc, &fp, vs->id, REASON_FWD_FRAGMENT);
+}
+
+/* handle_reverse rewrites backend -> client packets back to VIP:vport. */
+static __always_inline int handle_reverse(struct xdp_md *ctx, struct pkt *p)
+{
+	struct bpf_fib_lookup fp;
+	struct rev *r;
+	__u32 why;
+	__u16 nport;
+	int rc;
+
+	if (!(addr_flags(p->src, p->family) & ADDR_F_BACKEND))
+		return pass(REASON_PASS_NOT_OURS);
+	r = lookup_reverse(p->src, p->sport, p->proto, p->family);
+	if (!r || r->family != p->family)
+		return pass(REASON_PASS_NOT_OURS);
+	nport = r->vport ? r->vport : p->sport;
+	rc = fib(ctx, p, p->proto, r->vip, p->dst, nport, p->dport, &fp);
+	why = fib_refused(rc);
+	if (why)
+		return vs_verdict(r->vs_id, why, XDP_DROP);
+	if (rewrite(ctx, p, 1, r->vip, nport))
+		return XDP_ABORTED;
+	vs_add(r->vs_id, ctx->data_end - ctx->data, 0, 1);
+	be_add(r->backend_id, ctx->data_end - ctx->data, 0, 1);
+	return send(ctx, rc, &fp, r->vs_id, REASON_FWD_REVERSE);
+}
+
+/* parse_inner reads the packet quoted by an ICMP error: an IP header with
+ * TCP or UDP behind it and at least the 8 bytes that hold the ports.
+ * Returns 0 when usable. */
+static __always_inline int parse_inner(struct xdp_md *ctx, const struct pkt *p, struct inner *in)
+{
+	__u32 off = p->l4 + 8;
+
+	in->l3 = off;
+	if (p->family == FAMILY_V4) {
+		struct iphdr *ip = ptr_at(ctx, off, sizeof(*ip));
+
+		if (!ip || off + sizeof(*ip) > p->l3_end)
+			return -1;
+		if (ip->version != 4 || ip->ihl < 5)
+			return -1;
+		if (ip->frag_off & bpf_htons(0x1fff))
+			return -1;
+		in->src[0] = ip->saddr;
+		in->dst[0] = ip->daddr;
+		in->proto = ip->protocol;
+		off += ip->ihl * 4;
+	} else {
+		struct ipv6hdr *ip6 = ptr_at(ctx, off, sizeof(*ip6));
+
+		if (!ip6 || off + sizeof(*ip6) > p->l3_end)
+			return -1;
+		if (ip6->version != 6)
+			return -1;
+		__builtin_memcpy(in->src, &ip6->saddr, 16);
+		__builtin_memcpy(in->dst, &ip6->daddr, 16);
+		in->proto = ip6->nexthdr;
+		off += sizeof(*ip6);
+	}
+	if (in->proto != IPPROTO_TCP && in->proto != IPPROTO_UDP)
+		return -1;
+	in->l4 = off;
+	{
+		__u16 *ports = ptr_at(ctx, off, 8);
+
+		if (!ports || off + 8 > p->l3_end)
+			return -1;
+		in->sport = ports[0];
+		in->dport = ports[1];
+	}
+	in->csum_off = 0;
+	if (in->proto == IPPROTO_UDP)
+		in->csum_off = 6;
+	else if (off + 18 <= p->l3_end)
+		in->csum_off = 16;
+	return 0;
+}
+
+/* icmp_rewrite translates an ICMP error: the outer source (outer_src) or
+ * destination becomes oaddr; the quoted packet's source (inner_src) or
+ * destination becomes iaddr:iport. The IPv4 headers, the quoted L4 checksum
+ * (when quoted) and the ICMP checksum (ICMPv6: with its pseudo-header) are
+ * updated incrementally. */
+static __always_inline int icmp_rewrite(struct xdp_md *ctx, const struct pkt *p,
+					const struct inner *in, int outer_src, const __u32 *oaddr,
+					int inner_src, const __u32 *iaddr, __u16 iport)
+{
+	int v6 = p->family == FAMILY_V6;
+	const __u32 *oold = outer_src ? p->src : p->dst;
+	const __u32 *iold = inner_src ? in->src : in->dst;
+	__u16 oport = inner_src ? in->sport : in->dport;
+	__u32 d_outer = delta_addr(0, oold, oaddr, v6);
+	__u32 d_iaddr = delta_addr(0, iold, iaddr, v6);
+	__u32 d_icmp = 0;
+	__u16 *ic;
+
+	if (!v6) {
+		struct iphdr *ip = ptr_at(ctx, p->l3, sizeof(*ip));
+		struct iphdr *iip = ptr_at(ctx, in->l3, sizeof(*iip));
+		__u16 oc, nc;
+
+		if (!ip || !iip)
+			return -1;
+		ip->check = csum_apply(ip->check, d_outer);
+		if (outer_src)
+			ip->saddr = oaddr[0];
+		else
+			ip->daddr = oaddr[0];
+		oc = iip->check;
+		nc = csum_apply(oc, d_iaddr);
+		iip->check = nc;
+		d_icmp = delta_add16(d_iaddr, oc, nc);
+		if (inner_src)
+			iip->saddr = iaddr[0];
+		else
+			iip->daddr = iaddr[0];
+	} else {
+		struct ipv6hdr *ip6 = ptr_at(ctx, p->l3, sizeof(*ip6));
+		struct ipv6hdr *iip6 = ptr_at(ctx, in->l3, sizeof(*iip6));
+
+		if (!ip6 || !iip6)
+			return -1;
+		if (outer_src)
+			__builtin_memcpy(&ip6->saddr, oaddr, 16);
+		else
+			__builtin_memcpy(&ip6->daddr, oaddr, 16);
+		if (inner_src)
+			__builtin_memcpy(&iip6->saddr, iaddr, 16);
+		else
+			__builtin_memcpy(&iip6->daddr, iaddr, 16);
+		/* the ICMPv6 pseudo-header holds the outer addresses */
+		d_icmp = csum_fold32(d_outer + d_iaddr);
+	}
+	{
+		__u16 *pp = ptr_at(ctx, in->l4 + (inner_src ? 0 : 2), 2);
+
+		if (!pp)
+			return -1;
+		*pp = iport;
+		d_icmp = delta_add16(d_icmp, oport, iport);
+	}
+	if (in->csum_off) {
+		__u16 *cp = ptr_at(ctx, in->l4 + in->csum_off, 2);
+		__u16 oc, nc;
+
+		if (!cp)
+			return -1;
+		oc = *cp;
+		if (!(in->proto == IPPROTO_UDP && !v6 && oc == 0)) {
+			nc = csum_apply(oc, delta_add16(d_iaddr, oport, iport));
+			if (in->proto == IPPROTO_UDP && nc == 0)
+				nc = 0xffff;
+			*cp = nc;
+			d_icmp = delta_add16(d_icmp, oc, nc);
+		}
+	}
+	ic = ptr_at(ctx, p->l4 + 2, 2);
+	if (!ic)
+		return -1;
+	*ic = csum_apply(*ic, d_icmp);
+	return 0;
+}
+
+/* handle_icmp translates ICMP errors about VIP flows (IPv4 destination
+ * unreachable, including fragmentation needed; ICMPv6 destination unreachable
+ * and packet too big):
+ *
+ *   client side: the error is addressed to a VIP and quotes a packet
+ *   VIP:vport -> client (one we sent on a backend's behalf). It goes to the
+ *   backend the flow maps to (flow table, else the vserver's table), outer
+ *   destination and quoted source rewritten to the backend.
+ *
+ *   backend side: the error is addressed to a client and quotes a packet
+ *   client -> backend:port of a bound service (one we forwarded). It goes to
+ *   the client with the quoted destination rewritten back to VIP:vport and
+ *   the outer source set to the VIP, so the client's socket matches it.
+ */
+static __always_inline int handle_icmp(struct xdp_md *ctx, struct pkt *p)
+{
+	int v6 = p->family == FAMILY_V6;
+	int vip = is_vip(p);
+	struct bpf_fib_lookup fp;
+	struct inner in = {};
+	__u8 *type = ptr_at(ctx, p->l4, 1);
+	int err, rc;
+	__u32 why;
+
+	if (!type)
+		return XDP_ABORTED;
+	if (p->frag)
+		return pass(vip ? REASON_PASS_FRAGMENT : REASON_PASS_NOT_OURS);
+	if (v6)
+		err = *type == ICMPV6_DEST_UNREACH || *type == ICMPV6_PKT_TOOBIG;
+	else
+		err = *type == ICMP_DEST_UNREACH;
+	if (!err)
+		return pass(vip ? REASON_PASS_VIP_NO_VSERVER : REASON_PASS_NOT_OURS);
+
+	if (vip) {
+		struct vserver *vs;
+		struct backend *be;
+		struct flow_key fk = {};
+		struct flow *f;
+		__u32 be_id = 0, epoch = 0;
+		__u16 nport;
+
+		if (parse_inner(ctx, p, &in))
+			return drop(REASON_DROP_BAD_ICMP);
+		vs = lookup_vserver(in.src, in.sport, in.proto, p->family, 1);
+		if (!vs || !(vs->flags & VS_F_STATELESS) || vs->mode != MODE_NAT)
+			return pass(REASON_PASS_ICMP_UNKNOWN);
+		__builtin_memcpy(fk.src, in.dst, 16);
+		__builtin_memcpy(fk.dst, in.src, 16);
+		fk.sport = in.dport;
+		fk.dport = in.sport;
+		fk.proto = in.proto;
+		fk.family = p->family;
+		f = bpf_map_lookup_elem(&flows, &fk);
+		if (f && f->vs_id == vs->id)
+			be_id = f->backend_id;
+		else
+			be_id = pick(vs, in.dst, p->family, in.dport, &epoch);
+		be = lookup_backend(be_id);
+		if (!be || be->family != p->family)
+			return vs_verdict(vs->id, REASON_DROP_NO_BACKEND, XDP_DROP);
+		nport = be->port ? be->port : in.sport;
+		rc = fib(ctx, p, p->proto, p->src, be->addr, 0, 0, &fp);
+		why = fib_refused(rc);
+		if (why)
+			return vs_verdict(vs->id, why, XDP_DROP);
+		if (icmp_rewrite(ctx, p, &in, 0, be->addr, 1, be->addr, nport))
+			return XDP_ABORTED;
+		return send(ctx, rc, &fp, vs->id, REASON_FWD_ICMP_BACKEND);
+	} else {
+		struct rev *r;
+		__u16 nport;
+
+		if (parse_inner(ctx, p, &in))
+			return pass(REASON_PASS_ICMP_UNKNOWN);
+		r = lookup_reverse(in.dst, in.dport, in.proto, p->family);
+		if (!r || r->family != p->family)
+			return pass(REASON_PASS_NOT_OURS);
+		/* the quoted packet must come from the client the error goes to */
+		if (in.src[0] != p->dst[0] || in.src[1] != p->dst[1] || in.src[2] != p->dst[2] ||
+		    in.src[3] != p->dst[3])
+			return pass(REASON_PASS_ICMP_UNKNOWN);
+		nport = r->vport ? r->vport : in.dport;
+		rc = fib(ctx, p, p->proto, r->vip, p->dst, 0, 0, &fp);
+		why = fib_refused(rc);
+		if (why)
+			return vs_verdict(r->vs_id, why, XDP_DROP);
+		if (icmp_rewrite(ctx, p, &in, 1, r->vip, 0, r->vip, nport))
+			return XDP_ABORTED;
+		return send(ctx, rc, &fp, r->vs_id, REASON_FWD_ICMP_CLIENT);
+	}
+}
+
+SEC("xdp")
+int xdp_lb(struct xdp_md *ctx)
+{
+	struct pkt p = {};
+	struct vserver *vs;
+	int st = parse(ctx, &p);
+
+	switch (st) {
+	case P_OK:
+		break;
+	case P_NOT_IP:
+		return pass(REASON_PASS_NOT_IP);
+	case P_BAD_L2:
+		return pass(REASON_PASS_BAD_L2);
+	case P_BAD_L3_NODST:
+		return pass(REASON_PASS_BAD_L3);
+	case P_BAD_L3:
+		return is_vip(&p) ? drop(REASON_DROP_BAD_L3) : pass(REASON_PASS_BAD_L3);
+	default:
+		return is_vip(&p) ? drop(REASON_DROP_BAD_L4) : pass(REASON_PASS_BAD_L4);
+	}
+
+	if ((p.proto == IPPROTO_ICMP && p.family == FAMILY_V4) ||
+	    (p.proto == IPPROTO_ICMPV6 && p.family == FAMILY_V6))
+		return handle_icmp(ctx, &p);
+	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
+		return pass(is_vip(&p) ? REASON_PASS_VIP_NO_VSERVER : REASON_PASS_NOT_OURS);
+	if (p.frag)
+		return handle_fragment(ctx, &p);
+
+	vs = lookup_vserver(p.dst, p.dport, p.proto, p.family, 0);
+	if (!vs) {
+		if (!is_vip(&p))
+			return handle_reverse(ctx, &p);
+		if (p.dport != 0)
+			vs = lookup_vserver(p.dst, 0, p.proto, p.family, 0);
+		if (!vs)
+			return pass(REASON_PASS_VIP_NO_VSERVER);
+	}
+	return handle_vserver(ctx, &p, vs);
+}
+
+/* xdp_pass is the benchmark baseline, and what veth peers in tests attach to
+ * get NAPI (needed to receive XDP_REDIRECTed frames). */
+SEC("xdp")
+int xdp_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}

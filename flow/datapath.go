@@ -1,0 +1,513 @@
+// Package flow is Tandem's data plane: the XDP program in flow/bpf (compiled
+// by bpf2go, see gen.go) and Datapath, the Go type that owns every kernel
+// object it needs.
+//
+// The control plane drives it with a handful of calls: SetVServer,
+// SetBackend, SetReverse, SetTable (write the idle half of a vserver's Maglev
+// table, then flip one word with a new epoch), the Delete* counterparts,
+// Counters / Reasons / Flows to observe, Attach / Detach / Close.
+package flow
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+var (
+	// ErrInvalidConfig wraps every Config.validate failure.
+	ErrInvalidConfig = errors.New("invalid data-plane config")
+	// ErrInvalidArgument: a vserver, backend, reverse entry or table the
+	// data plane cannot hold (id out of range, bad address, wrong length).
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrUnknownVServer: no vserver with that id was set.
+	ErrUnknownVServer = errors.New("unknown vserver")
+	// ErrUnknownBackend: a table or reverse entry names a backend not set.
+	ErrUnknownBackend = errors.New("unknown backend")
+	// ErrFlowNotFound: LookupFlow found no entry.
+	ErrFlowNotFound = errors.New("flow not found")
+	// ErrAttached: the program is already attached to that interface.
+	ErrAttached = errors.New("already attached")
+	// ErrNotAttached: Detach of an interface the program is not attached to.
+	ErrNotAttached = errors.New("not attached")
+	// ErrClosed: the Datapath was closed.
+	ErrClosed = errors.New("datapath closed")
+)
+
+// XDPMode is how the program is attached to an interface.
+type XDPMode int
+
+const (
+	// XDPNative runs the program in the driver (the default).
+	XDPNative XDPMode = iota
+	// XDPGeneric runs it after the kernel built an skb: slower, works on any
+	// interface.
+	XDPGeneric
+)
+
+// Config sizes the data plane. The zero value of every field means its
+// default.
+type Config struct {
+	// TableSize is M, the slot count of every Maglev table (a prime, as
+	// Maglev needs). Default 65537.
+	TableSize uint32
+	// MaxVServers bounds vserver ids: 0 <= id < MaxVServers. The tables
+	// array holds MaxVServers*2*TableSize backend ids of 4 bytes (34 MB with
+	// the defaults). Default 64.
+	MaxVServers uint32
+	// MaxBackends bounds backend ids: 1 <= id < MaxBackends. Default 4096.
+	MaxBackends uint32
+	// MaxServices bounds reverse entries, and the VIP and service addresses
+	// the data plane knows. Default 4096.
+	MaxServices uint32
+	// FlowTableSize is the capacity of the LRU flow table. Default 262144.
+	FlowTableSize uint32
+	// XDPMode is how Attach attaches. Default XDPNative.
+	XDPMode XDPMode
+}
+
+func (c Config) withDefaults() Config {
+	if c.TableSize == 0 {
+		c.TableSize = 65537
+	}
+	if c.MaxVServers == 0 {
+		c.MaxVServers = 64
+	}
+	if c.MaxBackends == 0 {
+		c.MaxBackends = 4096
+	}
+	if c.MaxServices == 0 {
+		c.MaxServices = 4096
+	}
+	if c.FlowTableSize == 0 {
+		c.FlowTableSize = 262144
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.TableSize < 2 {
+		return fmt.Errorf("%w: TableSize %d: a Maglev table needs at least 2 slots", ErrInvalidConfig, c.TableSize)
+	}
+	if n := uint64(c.MaxVServers) * 2 * uint64(c.TableSize); n > 1<<31 {
+		return fmt.Errorf("%w: MaxVServers*2*TableSize = %d slots: the tables array is indexed by 32 bits and must stay under 2^31; lower MaxVServers or TableSize", ErrInvalidConfig, n)
+	}
+	if c.MaxBackends < 2 {
+		return fmt.Errorf("%w: MaxBackends %d: id 0 means no backend, so at least 2", ErrInvalidConfig, c.MaxBackends)
+	}
+	if c.XDPMode != XDPNative && c.XDPMode != XDPGeneric {
+		return fmt.Errorf("%w: XDPMode %d: want XDPNative or XDPGeneric", ErrInvalidConfig, c.XDPMode)
+	}
+	return nil
+}
+
+// Datapath owns the XDP program, its maps and its links. Its methods are
+// safe for concurrent use.
+type Datapath struct {
+	cfg Config
+
+	mu       sync.Mutex
+	objs     *lbObjects
+	links    map[string]link.Link
+	vservers map[uint32]VServer
+	backends map[uint32]Backend
+	reverses map[reverseID]Reverse
+	// references to each address, to keep the addrs map's flags
+	vipRefs     map[netip.Addr]int
+	serviceRefs map[netip.Addr]int
+}
+
+type reverseID struct {
+	addr  netip.Addr
+	port  uint16
+	proto Protocol
+}
+
+// New loads the data plane into the kernel. It attaches to no interface.
+func New(cfg Config) (_ *Datapath, err error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	spec, err := loadLb()
+	if err != nil {
+		return nil, fmt.Errorf("reading BPF object: %w", err)
+	}
+	sizes := map[string]uint32{
+		"vservers":      2 * cfg.MaxVServers,
+		"addrs":         cfg.MaxServices + cfg.MaxVServers,
+		"backends":      cfg.MaxBackends,
+		"reverse":       2 * cfg.MaxServices,
+		"flows":         cfg.FlowTableSize,
+		"tables":        cfg.MaxVServers * 2 * cfg.TableSize,
+		"table_active":  cfg.MaxVServers,
+		"vserver_stats": cfg.MaxVServers,
+		"backend_stats": cfg.MaxBackends,
+	}
+	for name, n := range sizes {
+		m, ok := spec.Maps[name]
+		if !ok {
+			return nil, fmt.Errorf("BPF object has no map %q", name)
+		}
+		m.MaxEntries = n
+	}
+	if err := spec.Variables["table_size"].Set(cfg.TableSize); err != nil {
+		return nil, fmt.Errorf("setting table size: %w", err)
+	}
+	objs := new(lbObjects)
+	if err := spec.LoadAndAssign(objs, nil); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("loading BPF objects: %+v", verr)
+		}
+		return nil, fmt.Errorf("loading BPF objects: %w", err)
+	}
+	return &Datapath{
+		cfg:         cfg,
+		objs:        objs,
+		links:       make(map[string]link.Link),
+		vservers:    make(map[uint32]VServer),
+		backends:    make(map[uint32]Backend),
+		reverses:    make(map[reverseID]Reverse),
+		vipRefs:     make(map[netip.Addr]int),
+		serviceRefs: make(map[netip.Addr]int),
+	}, nil
+}
+
+// Config returns the configuration in effect, defaults filled in.
+func (d *Datapath) Config() Config { return d.cfg }
+
+// Program is the XDP program, for tests and BPF_PROG_TEST_RUN users.
+func (d *Datapath) Program() *ebpf.Program { return d.objs.XdpLb }
+
+// PassProgram is a program that passes everything: attached to a veth peer it
+// gives the peer the NAPI context that XDP_REDIRECT into the veth needs, and
+// benchmarks use it as their baseline.
+func (d *Datapath) PassProgram() *ebpf.Program { return d.objs.XdpPass }
+
+// Attach attaches the program to the named interface in the configured mode.
+func (d *Datapath) Attach(ifname string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs == nil {
+		return ErrClosed
+	}
+	if _, ok := d.links[ifname]; ok {
+		return fmt.Errorf("attaching to %s: %w", ifname, ErrAttached)
+	}
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return fmt.Errorf("attaching to %s: %w", ifname, err)
+	}
+	flags := link.XDPDriverMode
+	if d.cfg.XDPMode == XDPGeneric {
+		flags = link.XDPGenericMode
+	}
+	l, err := link.AttachXDP(link.XDPOptions{Program: d.objs.XdpLb, Interface: ifi.Index, Flags: flags})
+	if err != nil {
+		return fmt.Errorf("attaching to %s: %w", ifname, err)
+	}
+	d.links[ifname] = l
+	return nil
+}
+
+// Detach removes the program from the named interface.
+func (d *Datapath) Detach(ifname string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l, ok := d.links[ifname]
+	if !ok {
+		return fmt.Errorf("detaching from %s: %w", ifname, ErrNotAttached)
+	}
+	delete(d.links, ifname)
+	if err := l.Close(); err != nil {
+		return fmt.Errorf("detaching from %s: %w", ifname, err)
+	}
+	return nil
+}
+
+// Attached lists the interfaces the program is attached to.
+func (d *Datapath) Attached() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	names := make([]string, 0, len(d.links))
+	for n := range d.links {
+		names = append(names, n)
+	}
+	return names
+}
+
+// Close detaches from every interface and releases every map and program.
+func (d *Datapath) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs == nil {
+		return nil
+	}
+	var errs []error
+	for name, l := range d.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detaching from %s: %w", name, err))
+		}
+		delete(d.links, name)
+	}
+	if err := d.objs.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("closing BPF objects: %w", err))
+	}
+	d.objs = nil
+	return errors.Join(errs...)
+}
+
+func (d *Datapath) vsKeys(v VServer) []lbVsKey {
+	addr, fam := addrWords(v.VIP)
+	var keys []lbVsKey
+	for _, p := range v.Protocol.expand() {
+		keys = append(keys, lbVsKey{Addr: addr, Port: htons(v.Port), Proto: uint8(p), Family: fam})
+	}
+	return keys
+}
+
+// SetVServer adds a vserver or changes one (same id). Changing a vserver's
+// VIP, port or protocol moves its entries; its tables stay.
+func (d *Datapath) SetVServer(v VServer) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs == nil {
+		return ErrClosed
+	}
+	if v.ID >= d.cfg.MaxVServers {
+		return fmt.Errorf("%w: vserver id %d: want < MaxVServers (%d)", ErrInvalidArgument, v.ID, d.cfg.MaxVServers)
+	}
+	if !v.VIP.IsValid() {
+		return fmt.Errorf("%w: vserver %d has no VIP", ErrInvalidArgument, v.ID)
+	}
+	v.VIP = v.VIP.Unmap()
+	if v.Protocol != ProtoAny && v.Protocol != ProtoTCP && v.Protocol != ProtoUDP {
+		return fmt.Errorf("%w: vserver %d: protocol %s: want TCP, UDP or ANY", ErrInvalidArgument, v.ID, v.Protocol)
+	}
+	if v.Method != MethodSourceIP && v.Method != MethodSourceIPSourcePort {
+		return fmt.Errorf("%w: vserver %d: method %d: want MethodSourceIP or MethodSourceIPSourcePort", ErrInvalidArgument, v.ID, v.Method)
+	}
+	if v.Mode != ModeNAT && v.Mode != ModeDSR {
+		return fmt.Errorf("%w: vserver %d: mode %d: want ModeNAT or ModeDSR", ErrInvalidArgument, v.ID, v.Mode)
+	}
+	val := lbVserver{Id: v.ID, Seed: v.Seed, Method: uint8(v.Method), Mode: uint8(v.Mode)}
+	if v.Stateless {
+		val.Flags |= vsFlagStateless
+	}
+	newKeys := d.vsKeys(v)
+	for _, k := range newKeys {
+		if err := d.objs.Vservers.Update(&k, &val, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("writing vserver %d: %w", v.ID, err)
+		}
+	}
+	if old, ok := d.vservers[v.ID]; ok {
+		keep := make(map[lbVsKey]bool, len(newKeys))
+		for _, k := range newKeys {
+			keep[k] = true
+		}
+		for _, k := range d.vsKeys(old) {
+			if !keep[k] {
+				if err := d.objs.Vservers.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+					return fmt.Errorf("removing old entry of vserver %d: %w", v.ID, err)
+				}
+			}
+		}
+		if err := d.unref(d.vipRefs, old.VIP); err != nil {
+			return err
+		}
+	}
+	d.vservers[v.ID] = v
+	return d.ref(d.vipRefs, v.VIP)
+}
+
+// DeleteVServer removes a vserver, the reverse entries that point to it, and
+// empties both halves of its table, so a later vserver with the same id
+// starts with no backend.
+func (d *Datapath) DeleteVServer(id uint32) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs == nil {
+		return ErrClosed
+	}
+	v, ok := d.vservers[id]
+	if !ok {
+		return fmt.Errorf("deleting vserver %d: %w", id, ErrUnknownVServer)
+	}
+	for _, k := range d.vsKeys(v) {
+		if err := d.objs.Vservers.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("deleting vserver %d: %w", id, err)
+		}
+	}
+	for rid, r := range d.reverses {
+		if r.VServerID == id {
+			if err := d.deleteReverse(rid); err != nil {
+				return err
+			}
+		}
+	}
+	delete(d.vservers, id)
+	if err := d.unref(d.vipRefs, v.VIP); err != nil {
+		return err
+	}
+	zero := uint32(0)
+	if err := d.objs.TableActive.Update(&id, &zero, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("resetting table of vserver %d: %w", id, err)
+	}
+	empty := make([]uint32, d.cfg.TableSize)
+	for half := uint32(0); half < 2; half++ {
+		if err := d.writeHalf(id, half, empty); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetBackend adds or changes a backend. Changing the address of a backend
+// that tables still name redirects their flows at once; prefer a new id.
+func (d *Datapath) SetBackend(b Backend) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs == nil {
+		return ErrClosed
+	}
+	if b.ID == 0 || b.ID >= d.cfg.MaxBackends {
+		return fmt.Errorf("%w: backend id %d: want 1..%d", ErrInvalidArgument, b.ID, d.cfg.MaxBackends-1)
+	}
+	if !b.Addr.IsValid() {
+		return fmt.Errorf("%w: backend %d has no address", ErrInvalidArgument, b.ID)
+	}
+	b.Addr = b.Addr.Unmap()
+	addr, fam := addrWords(b.Addr)
+	val := lbBackend{Addr: addr, Port: htons(b.Port), Family: fam, Flags: beFlagValid}
+	if err := d.objs.Backends.Update(&b.ID, &val, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("writing backend %d: %w", b.ID, err)
+	}
+	d.backends[b.ID] = b
+	return nil
+}
+
+// DeleteBackend marks a backend invalid: flows to it re-pick from the table
+// (and are dropped, ReasonDropNoBackend, while a table still names it).
+func (d *Datapath) DeleteBackend(id uint32) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs == nil {
+		return ErrClosed
+	}
+	if _, ok := d.backends[id]; !ok {
+		return fmt.Errorf("deleting backend %d: %w", id, ErrUnknownBackend)
+	}
+	var zero lbBackend
+	if err := d.objs.Backends.Update(&id, &zero, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("deleting backend %d: %w", id, err)
+	}
+	delete(d.backends, id)
+	return nil
+}
+
+// SetReverse adds or changes the reverse entry of a bound service.
+func (d *Datapath) SetReverse(r Reverse) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs == nil {
+		return ErrClosed
+	}
+	v, ok := d.vservers[r.VServerID]
+	if !ok {
+		return fmt.Errorf("reverse entry for %s: vserver %d: %w", r.Addr, r.VServerID, ErrUnknownVServer)
+	}
+	if !r.Addr.IsValid() {
+		return fmt.Errorf("%w: reverse entry without an address", ErrInvalidArgument)
+	}
+	r.Addr = r.Addr.Unmap()
+	if r.Addr.Is4() != v.VIP.Is4() {
+		return fmt.Errorf("%w: service %s and VIP %s are of different IP versions: NAT between them is not supported", ErrInvalidArgument, r.Addr, v.VIP)
+	}
+	if _, ok := d.backends[r.BackendID]; !ok {
+		return fmt.Errorf("reverse entry for %s: backend %d: %w", r.Addr, r.BackendID, ErrUnknownBackend)
+	}
+	rid := reverseID{r.Addr, r.Port, r.Protocol}
+	if _, ok := d.reverses[rid]; ok {
+		if err := d.deleteReverse(rid); err != nil {
+			return err
+		}
+	}
+	addr, fam := addrWords(r.Addr)
+	vip, _ := addrWords(v.VIP)
+	val := lbRev{Vip: vip, Vport: htons(v.Port), Family: fam, VsId: v.ID, BackendId: r.BackendID}
+	for _, p := range r.Protocol.expand() {
+		k := lbRevKey{Addr: addr, Port: htons(r.Port), Proto: uint8(p), Family: fam}
+		if err := d.objs.Reverse.Update(&k, &val, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("writing reverse entry for %s: %w", r.Addr, err)
+		}
+	}
+	d.reverses[rid] = r
+	return d.ref(d.serviceRefs, r.Addr)
+}
+
+// DeleteReverse removes the reverse entry of a service.
+func (d *Datapath) DeleteReverse(addr netip.Addr, port uint16, proto Protocol) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs == nil {
+		return ErrClosed
+	}
+	rid := reverseID{addr.Unmap(), port, proto}
+	if _, ok := d.reverses[rid]; !ok {
+		return fmt.Errorf("deleting reverse entry %s:%d/%s: %w", addr, port, proto, ErrInvalidArgument)
+	}
+	return d.deleteReverse(rid)
+}
+
+func (d *Datapath) deleteReverse(rid reverseID) error {
+	addr, fam := addrWords(rid.addr)
+	for _, p := range rid.proto.expand() {
+		k := lbRevKey{Addr: addr, Port: htons(rid.port), Proto: uint8(p), Family: fam}
+		if err := d.objs.Reverse.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("deleting reverse entry for %s: %w", rid.addr, err)
+		}
+	}
+	delete(d.reverses, rid)
+	return d.unref(d.serviceRefs, rid.addr)
+}
+
+func (d *Datapath) ref(refs map[netip.Addr]int, a netip.Addr) error {
+	refs[a]++
+	return d.writeAddr(a)
+}
+
+func (d *Datapath) unref(refs map[netip.Addr]int, a netip.Addr) error {
+	if refs[a]--; refs[a] <= 0 {
+		delete(refs, a)
+	}
+	return d.writeAddr(a)
+}
+
+// writeAddr writes the flags of an address from its reference counts.
+func (d *Datapath) writeAddr(a netip.Addr) error {
+	words, fam := addrWords(a)
+	k := lbAddrKey{Addr: words, Family: fam}
+	var flags uint32
+	if d.vipRefs[a] > 0 {
+		flags |= addrFlagVIP
+	}
+	if d.serviceRefs[a] > 0 {
+		flags |= addrFlagBackend
+	}
+	if flags == 0 {
+		if err := d.objs.Addrs.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("forgetting address %s: %w", a, err)
+		}
+		return nil
+	}
+	if err := d.objs.Addrs.Update(&k, &flags, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("writing address %s: %w", a, err)
+	}
+	return nil
+}

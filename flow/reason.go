@@ -1,0 +1,67 @@
+package flow
+
+import "fmt"
+
+// Reason is why the data plane gave a packet its verdict. Every packet is
+// counted under one reason, globally (Datapath.Reasons) and, when it belongs
+// to a vserver, in that vserver's Counters.
+type Reason uint32
+
+// Reasons, mirrored from enum reason in flow/bpf/lb.h.
+const (
+	ReasonFwdHit           = Reason(lbReasonREASON_FWD_HIT)
+	ReasonFwdNew           = Reason(lbReasonREASON_FWD_NEW)
+	ReasonFwdFragment      = Reason(lbReasonREASON_FWD_FRAGMENT)
+	ReasonFwdReverse       = Reason(lbReasonREASON_FWD_REVERSE)
+	ReasonFwdICMPClient    = Reason(lbReasonREASON_FWD_ICMP_CLIENT)
+	ReasonFwdICMPBackend   = Reason(lbReasonREASON_FWD_ICMP_BACKEND)
+	ReasonPassNotIP        = Reason(lbReasonREASON_PASS_NOT_IP)
+	ReasonPassNotOurs      = Reason(lbReasonREASON_PASS_NOT_OURS)
+	ReasonPassBadL2        = Reason(lbReasonREASON_PASS_BAD_L2)
+	ReasonPassBadL3        = Reason(lbReasonREASON_PASS_BAD_L3)
+	ReasonPassBadL4        = Reason(lbReasonREASON_PASS_BAD_L4)
+	ReasonPassVIPNoVServer = Reason(lbReasonREASON_PASS_VIP_NO_VSERVER)
+	ReasonPassFragment     = Reason(lbReasonREASON_PASS_FRAGMENT)
+	ReasonPassNotStateless = Reason(lbReasonREASON_PASS_NOT_STATELESS)
+	ReasonPassNoNeigh      = Reason(lbReasonREASON_PASS_NO_NEIGH)
+	ReasonPassICMPUnknown  = Reason(lbReasonREASON_PASS_ICMP_UNKNOWN)
+	ReasonDropBadL3        = Reason(lbReasonREASON_DROP_BAD_L3)
+	ReasonDropBadL4        = Reason(lbReasonREASON_DROP_BAD_L4)
+	ReasonDropBadICMP      = Reason(lbReasonREASON_DROP_BAD_ICMP)
+	ReasonDropNoBackend    = Reason(lbReasonREASON_DROP_NO_BACKEND)
+	ReasonDropFIB          = Reason(lbReasonREASON_DROP_FIB)
+	ReasonDropFragNeeded   = Reason(lbReasonREASON_DROP_FRAG_NEEDED)
+	ReasonDropUnsupported  = Reason(lbReasonREASON_DROP_UNSUPPORTED)
+
+	numReasons = int(lbReasonREASON_MAX)
+)
+
+var _ = [1]struct{}{}[numReasons-len(reasonNames)] // reasonNames covers every reason
+
+// reasonNames is constant data (never written), indexed by Reason.
+var reasonNames = [...]string{
+	"none",
+	"fwd_hit", "fwd_new", "fwd_fragment", "fwd_reverse", "fwd_icmp_client", "fwd_icmp_backend",
+	"pass_not_ip", "pass_not_ours", "pass_bad_l2", "pass_bad_l3", "pass_bad_l4",
+	"pass_vip_no_vserver", "pass_fragment", "pass_not_stateless", "pass_no_neigh",
+	"pass_icmp_unknown",
+	"drop_bad_l3", "drop_bad_l4", "drop_bad_icmp", "drop_no_backend", "drop_fib",
+	"drop_frag_needed", "drop_unsupported",
+}
+
+// String is the reason's metric label, e.g. "drop_no_backend".
+func (r Reason) String() string {
+	if int(r) < len(reasonNames) {
+		return reasonNames[r]
+	}
+	return fmt.Sprintf("reason(%d)", uint32(r))
+}
+
+// Reasons lists every reason, for metrics.
+func Reasons() []Reason {
+	rs := make([]Reason, 0, numReasons-1)
+	for r := 1; r < numReasons; r++ {
+		rs = append(rs, Reason(r))
+	}
+	return rs
+}
