@@ -142,6 +142,15 @@ func (n *NetNS) close() {
 	}
 }
 
+// With returns a view of n that reports failures to tb, for subtests using
+// a namespace their parent made (t.Fatal must run on the subtest's
+// goroutine). The namespace still lives until the parent's cleanup.
+func (n *NetNS) With(tb testing.TB) *NetNS {
+	c := *n
+	c.tb = tb
+	return &c
+}
+
 // String names the namespace for messages.
 func (n *NetNS) String() string {
 	if n.Name == "" {

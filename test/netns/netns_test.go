@@ -396,3 +396,22 @@ func TestOwnerPid(t *testing.T) {
 		}
 	}
 }
+
+func TestWithSubtests(t *testing.T) {
+	RequireRoot(t)
+	parent := New(t)
+	Veth(t, parent, "sa", parent, "sb")
+	for _, link := range []string{"sa", "sb"} {
+		t.Run(link, func(t *testing.T) {
+			n := parent.With(t)
+			n.AddAddr(link, "fd98::"+map[string]string{"sa": "1", "sb": "2"}[link]+"/64")
+			if n.Link(link).Attrs().Flags&net.FlagUp == 0 {
+				t.Errorf("%s is not up", link)
+			}
+		})
+	}
+	out, err := parent.Run("ip", "-6", "addr", "show", "dev", "sb")
+	if err != nil || !strings.Contains(out, "fd98::2/64") {
+		t.Errorf("address added in a subtest missing: %q, %v", out, err)
+	}
+}
