@@ -77,10 +77,10 @@ const (
 )
 
 var (
-	magic     = [2]byte{'T', 'L'}
-	crcTable  = crc32.MakeTable(crc32.Castagnoli)
-	errKind   = fmt.Errorf("unknown kind: %w", ErrMalformed)
-	errMagic  = fmt.Errorf("bad magic: %w", ErrMalformed)
+	magic      = [2]byte{'T', 'L'}
+	crcTable   = crc32.MakeTable(crc32.Castagnoli)
+	errKind    = fmt.Errorf("unknown kind: %w", ErrMalformed)
+	errMagic   = fmt.Errorf("bad magic: %w", ErrMalformed)
 	errVersion = fmt.Errorf("unsupported version: %w", ErrMalformed)
 )
 
