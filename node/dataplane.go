@@ -47,12 +47,12 @@ type Programmer struct {
 	ft        FlowTables
 	tableSize uint32
 
-	mu        sync.Mutex
-	vsIDs     map[string]uint32
-	beIDs     map[string]uint32
-	vservers  map[string]programmed
-	backends  map[string]flow.Backend
-	reverses  map[reverseKey]flow.Reverse
+	mu       sync.Mutex
+	vsIDs    map[string]uint32
+	beIDs    map[string]uint32
+	vservers map[string]programmed
+	backends map[string]flow.Backend
+	reverses map[reverseKey]flow.Reverse
 }
 
 // NewProgrammer programs ft, whose tables have tableSize slots (the
