@@ -102,6 +102,15 @@ func newEnv(tb testing.TB, cfg Config) *testEnv {
 // run runs prog on frame inside the namespace and returns verdict and output.
 func (e *testEnv) runProg(prog *ebpf.Program, frame []byte) (uint32, []byte) {
 	e.tb.Helper()
+	v, out, err := e.tryRun(prog, frame)
+	if err != nil {
+		e.tb.Fatalf("running program: %v", err)
+	}
+	return v, out
+}
+
+// tryRun is runProg returning the error, for fuzz functions.
+func (e *testEnv) tryRun(prog *ebpf.Program, frame []byte) (uint32, []byte, error) {
 	in := append([]byte(nil), frame...)
 	out := make([]byte, len(frame)+256)
 	var ret uint32
@@ -111,10 +120,7 @@ func (e *testEnv) runProg(prog *ebpf.Program, frame []byte) (uint32, []byte) {
 		ret, out = r, opts.DataOut
 		return err
 	})
-	if err != nil {
-		e.tb.Fatalf("running program: %v", err)
-	}
-	return ret, out
+	return ret, out, err
 }
 
 func (e *testEnv) run(frame []byte) (uint32, []byte) {
