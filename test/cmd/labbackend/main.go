@@ -1,0 +1,106 @@
+// Command labbackend is the lab's backend server: it listens on TCP and UDP
+// at every -listen address, greets each TCP connection with a hello record
+// that names it, and echoes every request in a reply naming it (the record
+// protocol of test/traffic). It runs until SIGTERM or SIGINT.
+//
+//	labbackend -name b1 -listen 198.18.64.11:8080 -listen [fd00:7a6d:0:64::11]:8080
+//
+// Listening on explicit addresses (not the wildcard) makes UDP replies
+// leave from the address the request was sent to, which matters when the
+// address is a VIP on a loopback.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tandem-lb/tandem/test/traffic"
+)
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+func main() {
+	if err := run(os.Args[1:], os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "labbackend:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("labbackend", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	name := fs.String("name", "", "backend name sent in every hello and reply (required)")
+	var listen listFlag
+	fs.Var(&listen, "listen", "address:port to serve TCP and UDP on (repeatable, required)")
+	pidfile := fs.String("pidfile", "", "write the pid here")
+	idle := fs.Duration("idle", 5*time.Minute, "close connections and forget UDP sessions idle this long")
+	stats := fs.Duration("stats", 10*time.Second, "log counters this often (0: never)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if len(listen) == 0 {
+		return errors.New("no -listen address: give at least one address:port")
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil)).With("backend", *name)
+	srv, err := traffic.NewServer(traffic.ServerConfig{Name: *name, IdleTimeout: *idle, Logger: log})
+	if err != nil {
+		return err
+	}
+	if *pidfile != "" {
+		if err := os.WriteFile(*pidfile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			return fmt.Errorf("writing pid file: %w", err)
+		}
+	}
+	errc := make(chan error, 2*len(listen))
+	for _, a := range listen {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("listening on tcp %s: %w", a, err)
+		}
+		pc, err := net.ListenPacket("udp", a)
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("listening on udp %s: %w", a, err)
+		}
+		go func() { errc <- srv.ServeTCP(ln) }()
+		go func() { errc <- srv.ServeUDP(pc) }()
+		log.Info("serving", "addr", a)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	var tick <-chan time.Time
+	if *stats > 0 {
+		t := time.NewTicker(*stats)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			srv.Close()
+			log.Info("stopped", "stats", fmt.Sprintf("%+v", srv.Stats()))
+			return nil
+		case err := <-errc:
+			srv.Close()
+			return err
+		case <-tick:
+			st := srv.Stats()
+			log.Info("stats", "tcp_conns", st.TCPConns, "tcp_accepted", st.TCPAccepted, "udp_sessions", st.UDPSessions, "requests", st.Requests, "corrupt", st.Corrupt)
+		}
+	}
+}
