@@ -235,6 +235,12 @@ func (c *Client) AddMonitor(ctx context.Context, m cluster.Monitor) (Result, err
 	return r, c.do(ctx, http.MethodPost, "/v1/monitors", m, &r)
 }
 
+// SetMonitor changes a monitor's timings.
+func (c *Client) SetMonitor(ctx context.Context, name string, p MonitorPatch) (Result, error) {
+	var r Result
+	return r, c.do(ctx, http.MethodPatch, "/v1/monitors/"+esc(name), p, &r)
+}
+
 // RemoveMonitor removes a monitor.
 func (c *Client) RemoveMonitor(ctx context.Context, name string) (Result, error) {
 	var r Result

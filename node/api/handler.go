@@ -131,6 +131,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 
 	mux.HandleFunc("GET /v1/monitors", s.listMonitors)
 	mux.HandleFunc("POST /v1/monitors", s.addMonitor)
+	mux.HandleFunc("PATCH /v1/monitors/{name}", s.setMonitor)
 	mux.HandleFunc("DELETE /v1/monitors/{name}", s.rmMonitor)
 
 	mux.HandleFunc("GET /v1/cluster", s.getCluster)
@@ -465,6 +466,34 @@ func (s *server) addMonitor(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := s.change(false, func(c *cluster.Config) error { return c.AddMonitor(m) })
+	s.respond(w, r, res, err)
+}
+
+func (s *server) setMonitor(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var p MonitorPatch
+	if !s.decode(w, r, &p) {
+		return
+	}
+	res, err := s.change(false, func(c *cluster.Config) error {
+		m, ok := c.Monitor(name)
+		if !ok {
+			return notFound("lb monitor", name, "add it first: add lb monitor "+name+" TCP")
+		}
+		if p.Interval != nil {
+			m.Interval = *p.Interval
+		}
+		if p.Timeout != nil {
+			m.Timeout = *p.Timeout
+		}
+		if p.Rise != nil {
+			m.Rise = *p.Rise
+		}
+		if p.Fall != nil {
+			m.Fall = *p.Fall
+		}
+		return nil
+	})
 	s.respond(w, r, res, err)
 }
 

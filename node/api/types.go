@@ -321,6 +321,15 @@ type VServerPatch struct {
 	FwdMode      *cluster.FwdMode      `json:"fwdMode,omitempty"`
 }
 
+// MonitorPatch is the body of PATCH /v1/monitors/{name}; nil fields keep
+// their value.
+type MonitorPatch struct {
+	Interval *time.Duration `json:"interval,omitempty"`
+	Timeout  *time.Duration `json:"timeout,omitempty"`
+	Rise     *int           `json:"rise,omitempty"`
+	Fall     *int           `json:"fall,omitempty"`
+}
+
 // Action is what a change did to an object.
 type Action string
 

@@ -9,10 +9,10 @@ import (
 // (-lbMethod srcipsrcporthash, -USIP yes); kong parses --lbMethod. RewriteArgs
 // bridges the two, conservatively:
 //
-//   - only names in flagNames are rewritten (matched case-insensitively, with
-//     one or two dashes, with or without "=value"), to their canonical
-//     spelling with two dashes; anything else is left for kong to judge, so a
-//     typo is reported instead of guessed at;
+//   - only known option names are rewritten to their canonical spelling
+//     (matched case-insensitively, with one or two dashes, with or without
+//     "=value"); an unknown -word only gains a second dash so that kong
+//     reports it by name, never guessed at;
 //   - one-letter short flags (-o, -f, -h) are kong's own and stay as they are;
 //   - command words (add, lb, vserver, ...) are lowered while they follow the
 //     command tree, so "ADD LB VSERVER" works but object names keep their case;
@@ -54,7 +54,9 @@ func commandChildren(path string) []string {
 		return []string{"service", "lb"}
 	case "add lb", "rm lb":
 		return []string{"vserver", "monitor"}
-	case "set lb", "bind lb", "unbind lb", "show lb":
+	case "set lb":
+		return []string{"vserver", "monitor"}
+	case "bind lb", "unbind lb", "show lb":
 		return []string{"vserver"}
 	case "bind", "unbind":
 		return []string{"lb"}
@@ -86,6 +88,12 @@ func RewriteArgs(args []string) []string {
 			lower := strings.ToLower(name)
 			canon, takesValue, known := canonicalFlag(lower)
 			if !known {
+				// Unknown: kong reports it. With two dashes it names the
+				// word the operator typed instead of a cluster of short
+				// flags (-colour would read as -c -o -l ...).
+				if single {
+					out[i] = "-" + a
+				}
 				continue
 			}
 			if lower == "node" && single && path == "show conn" {

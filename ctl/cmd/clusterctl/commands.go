@@ -19,7 +19,7 @@ type cli struct {
 	Output string `short:"o" help:"Output format: table, json or yaml." enum:"table,json,yaml" default:"table"`
 
 	Add        addCmd        `cmd:"" help:"Add a service, lb vserver or lb monitor."`
-	Set        setCmd        `cmd:"" help:"Change a service's or lb vserver's settings."`
+	Set        setCmd        `cmd:"" help:"Change a service's, lb vserver's or lb monitor's settings."`
 	Rm         rmCmd         `cmd:"" help:"Remove a service, lb vserver or lb monitor."`
 	Bind       bindCmd       `cmd:"" help:"Bind a service to an lb vserver."`
 	Unbind     unbindCmd     `cmd:"" help:"Unbind a service from an lb vserver."`
@@ -70,11 +70,12 @@ type addLBCmd struct {
 
 type setCmd struct {
 	Service setServiceCmd `cmd:"" help:"Change a service's settings."`
-	LB      setLBCmd      `cmd:"" name:"lb" help:"Change an lb vserver's settings."`
+	LB      setLBCmd      `cmd:"" name:"lb" help:"Change an lb vserver's or lb monitor's settings."`
 }
 
 type setLBCmd struct {
 	VServer setVServerCmd `cmd:"" name:"vserver" help:"Change an lb vserver's settings."`
+	Monitor setMonitorCmd `cmd:"" name:"monitor" help:"Change a monitor's timings."`
 }
 
 type rmCmd struct {
@@ -296,6 +297,26 @@ func (c *addMonitorCmd) Run(s *session) error {
 	}
 	m := cluster.Monitor{Name: c.Name, Type: cluster.MonitorTCP, Interval: c.Interval, Timeout: c.Timeout, Rise: c.Rise, Fall: c.Fall}
 	return s.verb(func(a *api.Client) (api.Result, error) { return a.AddMonitor(s.ctx, m) })
+}
+
+type setMonitorCmd struct {
+	Name     string         `arg:"" help:"Monitor name."`
+	Interval *time.Duration `help:"Time between probes."`
+	Timeout  *time.Duration `help:"Probe timeout, below the interval."`
+	Rise     *int           `help:"Successes that bring a backend UP."`
+	Fall     *int           `help:"Failures that bring a backend DOWN."`
+}
+
+func (c *setMonitorCmd) Help() string {
+	return "Example:\n\n    clusterctl set lb monitor tcp-fast -interval 2s -timeout 1s"
+}
+
+func (c *setMonitorCmd) Run(s *session) error {
+	p := api.MonitorPatch{Interval: c.Interval, Timeout: c.Timeout, Rise: c.Rise, Fall: c.Fall}
+	if p == (api.MonitorPatch{}) {
+		return usagef("nothing to set: give -interval, -timeout, -rise or -fall")
+	}
+	return s.verb(func(a *api.Client) (api.Result, error) { return a.SetMonitor(s.ctx, c.Name, p) })
 }
 
 type rmMonitorCmd struct {

@@ -61,7 +61,7 @@ func enumNames[T ~string](vs []T) []string {
 func flagWords(flags []*kong.Flag) []string {
 	var out []string
 	for _, f := range flags {
-		if f.Hidden {
+		if f.Hidden || f.Name == "help" {
 			continue
 		}
 		name := f.Name
@@ -135,7 +135,15 @@ func BashCompletion(root *kong.Node) string {
 	b.WriteString("        -f|--file) COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n")
 	b.WriteString("    esac\n")
 	b.WriteString("    case \"$path\" in\n")
-	globals := flagWords(root.Flags)
+	// Global flags are offered in their canonical --form, command options
+	// ADC-style with one dash.
+	var globals []string
+	for _, f := range root.Flags {
+		if !f.Hidden && f.Name != "help" {
+			globals = append(globals, "--"+f.Name)
+		}
+	}
+	globals = append(globals, "-o")
 	var walk func(n *kong.Node, path string)
 	walk = func(n *kong.Node, path string) {
 		var words []string
@@ -144,7 +152,9 @@ func BashCompletion(root *kong.Node) string {
 				words = append(words, c.Name)
 			}
 		}
-		words = append(words, flagWords(n.Flags)...)
+		if n.Parent != nil {
+			words = append(words, flagWords(n.Flags)...)
+		}
 		words = append(words, globals...)
 		words = append(words, "--help")
 		if n.Parent != nil && n.Leaf() {

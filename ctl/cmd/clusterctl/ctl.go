@@ -142,7 +142,7 @@ func (r *runner) run(args []string, out io.Writer) (code int, err error) {
 	if err != nil {
 		var pe *kong.ParseError
 		if errors.As(err, &pe) {
-			return ExitUsage, fmt.Errorf("%w\nrun 'clusterctl %s --help' for usage", err, commandPath(pe.Context))
+			return ExitUsage, fmt.Errorf("%w\n%s", err, helpHint(pe.Context))
 		}
 		return ExitUsage, err
 	}
@@ -156,13 +156,20 @@ func (r *runner) run(args []string, out io.Writer) (code int, err error) {
 		var be *batchError
 		switch {
 		case errors.As(err, &ue):
-			return ExitUsage, fmt.Errorf("%s\nrun 'clusterctl %s --help' for usage", ue.msg, commandPath(kctx))
+			return ExitUsage, fmt.Errorf("%s\n%s", ue.msg, helpHint(kctx))
 		case errors.As(err, &be):
 			return be.code, err
 		}
 		return ExitFailed, err
 	}
 	return ExitOK, nil
+}
+
+func helpHint(kctx *kong.Context) string {
+	if p := commandPath(kctx); p != "" {
+		return "run 'clusterctl " + p + " --help' for usage"
+	}
+	return "run 'clusterctl --help' for usage"
 }
 
 func commandPath(kctx *kong.Context) string {
@@ -217,6 +224,9 @@ func reportError(w io.Writer, err error) {
 
 func writeAPIError(w io.Writer, prefix string, e *api.Error) {
 	what := "refused"
+	if prefix == "" {
+		what = "also refused"
+	}
 	if e.Status >= 500 {
 		what = "node failed"
 	}

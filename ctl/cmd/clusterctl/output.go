@@ -44,7 +44,8 @@ func writeYAML(w io.Writer, v any) error {
 	if err := yaml.Unmarshal(b, &tree); err != nil {
 		return fmt.Errorf("encoding output: %w", err)
 	}
-	// JSON is YAML's flow style; print it as block style.
+	// JSON is YAML's flow style with quoted strings; print block style,
+	// quoting only what needs it.
 	clearStyle(&tree)
 	enc := yaml.NewEncoder(w)
 	enc.SetIndent(2)
@@ -55,7 +56,7 @@ func writeYAML(w io.Writer, v any) error {
 }
 
 func clearStyle(n *yaml.Node) {
-	n.Style &^= yaml.FlowStyle
+	n.Style = 0
 	for _, c := range n.Content {
 		clearStyle(c)
 	}

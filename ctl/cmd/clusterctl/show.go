@@ -264,7 +264,7 @@ func (c *showRPCNodeCmd) Run(s *session) error {
 }
 
 type showConnCmd struct {
-	VServer string `help:"Only connections of this lb vserver." placeholder:"NAME"`
+	VServer string `name:"vserver" help:"Only connections of this lb vserver." placeholder:"NAME"`
 	Node    string `name:"conn-node" help:"Only connections held by this node (typed -node NAME)." placeholder:"NAME"`
 }
 
