@@ -347,13 +347,14 @@ func (m *Machine) ForgetProbe(service string) {
 
 // Health merges another node's report: per service, a higher sequence
 // number wins. Reports about this node itself and from members not live
-// are ignored.
-func (m *Machine) Health(r HealthReport) {
+// are ignored. It returns whether anything was new (the adapter then
+// re-gossips the report, so it spreads epidemically).
+func (m *Machine) Health(r HealthReport) bool {
 	if r.Node == m.cfg.Self.ID {
-		return
+		return false
 	}
 	if mem, ok := m.members[r.Node]; !ok || !mem.state.live() {
-		return
+		return false
 	}
 	cur := m.reports[r.Node]
 	if cur == nil {
@@ -370,6 +371,7 @@ func (m *Machine) Health(r HealthReport) {
 	if changed {
 		m.recompute()
 	}
+	return changed
 }
 
 // HealthReports returns every report held, sorted (the MsgState payload).

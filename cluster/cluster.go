@@ -1,0 +1,704 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// The memberlist adapter: a thin layer that feeds the pure Machine and the
+// Store from memberlist's delegates and performs the Machine's effects.
+//
+// Concurrency: memberlist calls the delegates from its own goroutines (some
+// while holding its node lock), the API calls Store.Update from others. The
+// Machine is guarded by Cluster.mu; every call into it appends its effects
+// to a pending list, and one goroutine (loop) performs them in order
+// without holding mu — so that memberlist.UpdateNode, which calls back into
+// NodeMeta and NotifyUpdate, and the caller's Apply never run under mu.
+
+// MirrorProtoVersion is the mirroring protocol version this build speaks.
+const MirrorProtoVersion = 1
+
+// ClusterConfig configures a Cluster. DefaultClusterConfig fills every
+// default; NodeID and Keys have none.
+type ClusterConfig struct {
+	NodeID    string         // required; also the memberlist node name
+	Pair      uint32         // configured pair id; 0 = pair from sorted node ids
+	Backplane netip.AddrPort // mirroring/steering address, told to the others
+	// ProtoVersion is the mirroring protocol version (default MirrorProtoVersion).
+	ProtoVersion uint16
+
+	BindAddr      string // default "0.0.0.0"
+	BindPort      int    // default 7946; 0 picks a free port (tests)
+	AdvertiseAddr string // default: memberlist picks from BindAddr
+	AdvertisePort int    // default BindPort
+
+	// Keys is the gossip keyring (AES-128/192/256: 16, 24 or 32 bytes each);
+	// the first is the primary (used to encrypt), all decrypt. Required:
+	// the cluster never gossips in clear text.
+	Keys [][]byte
+
+	// StateDir holds the replicated document (see Store); empty keeps it in
+	// memory only (tests).
+	StateDir string
+
+	// TableSize is the Maglev table size (default hashing.DefaultTableSize).
+	TableSize uint64
+	// Tick is the state machine's tick (default 200ms).
+	Tick time.Duration
+	// GCEvery: tombstones are collected this often (default 1h).
+	GCEvery time.Duration
+
+	// Failure detection, tightened from memberlist's LAN defaults (about 5 s
+	// with suspicion) to catch a frozen node in about a second:
+	ProbeInterval    time.Duration // default 200ms (LAN default 1s)
+	ProbeTimeout     time.Duration // default 100ms (LAN default 500ms): a rack RTT is well under 1ms
+	SuspicionMult    int           // default 2 (LAN 4): suspicion lasts 2*max(1,log10(N))*ProbeInterval, 400ms for N<10
+	SuspicionMaxMult int           // default 3 (LAN 6): at most 3x that before confirmation speeds it up
+	GossipInterval   time.Duration // default 100ms (LAN 200ms): config deltas and health spread faster
+	PushPullInterval time.Duration // default 5s (LAN 30s): anti-entropy repairs lost deltas sooner
+	TCPTimeout       time.Duration // default 2s (LAN 10s)
+
+	// Dialer is what the health checker dials with (default net.Dialer).
+	Dialer Dialer
+	// DisableHealthChecks: probe nothing; results come from ReportProbe only.
+	DisableHealthChecks bool
+
+	// Apply performs the data-plane and routing effects (ProgramTable,
+	// RemoveTable, AnnounceVIP, WithdrawVIP, PairsChanged) in order, from one
+	// goroutine. It must not block for long. Default: ignore them.
+	Apply func(Effect)
+	// Logger (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// DefaultClusterConfig returns a configuration with every default filled.
+func DefaultClusterConfig() ClusterConfig {
+	return ClusterConfig{
+		ProtoVersion:     MirrorProtoVersion,
+		BindAddr:         "0.0.0.0",
+		BindPort:         7946,
+		Tick:             200 * time.Millisecond,
+		GCEvery:          time.Hour,
+		ProbeInterval:    200 * time.Millisecond,
+		ProbeTimeout:     100 * time.Millisecond,
+		SuspicionMult:    2,
+		SuspicionMaxMult: 3,
+		GossipInterval:   100 * time.Millisecond,
+		PushPullInterval: 5 * time.Second,
+		TCPTimeout:       2 * time.Second,
+	}
+}
+
+func (c *ClusterConfig) fillDefaults() {
+	d := DefaultClusterConfig()
+	if c.ProtoVersion == 0 {
+		c.ProtoVersion = d.ProtoVersion
+	}
+	if c.BindAddr == "" {
+		c.BindAddr = d.BindAddr
+	}
+	if c.Tick == 0 {
+		c.Tick = d.Tick
+	}
+	if c.GCEvery == 0 {
+		c.GCEvery = d.GCEvery
+	}
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = d.ProbeInterval
+	}
+	if c.ProbeTimeout == 0 {
+		c.ProbeTimeout = d.ProbeTimeout
+	}
+	if c.SuspicionMult == 0 {
+		c.SuspicionMult = d.SuspicionMult
+	}
+	if c.SuspicionMaxMult == 0 {
+		c.SuspicionMaxMult = d.SuspicionMaxMult
+	}
+	if c.GossipInterval == 0 {
+		c.GossipInterval = d.GossipInterval
+	}
+	if c.PushPullInterval == 0 {
+		c.PushPullInterval = d.PushPullInterval
+	}
+	if c.TCPTimeout == 0 {
+		c.TCPTimeout = d.TCPTimeout
+	}
+	if c.Dialer == nil {
+		c.Dialer = &net.Dialer{}
+	}
+	if c.Apply == nil {
+		c.Apply = func(Effect) {}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+func (c *ClusterConfig) validate() error {
+	if !validName(c.NodeID) {
+		return fmt.Errorf("cluster: node id %q must be 1-127 letters, digits, '_', '.', '-'", c.NodeID)
+	}
+	if len(c.Keys) == 0 {
+		return errors.New("cluster: no gossip key; give at least one 16, 24 or 32 byte key (the cluster never gossips in clear text)")
+	}
+	for i, k := range c.Keys {
+		switch len(k) {
+		case 16, 24, 32:
+		default:
+			return fmt.Errorf("cluster: gossip key %d is %d bytes; want 16, 24 or 32", i, len(k))
+		}
+	}
+	if c.BindPort < 0 || c.BindPort > 65535 || c.AdvertisePort < 0 || c.AdvertisePort > 65535 {
+		return fmt.Errorf("cluster: ports must be 0-65535")
+	}
+	if c.ProbeTimeout >= c.ProbeInterval {
+		return fmt.Errorf("cluster: probe timeout %s must be shorter than the probe interval %s", c.ProbeTimeout, c.ProbeInterval)
+	}
+	if c.Tick <= 0 || c.GossipInterval <= 0 || c.PushPullInterval <= 0 {
+		return errors.New("cluster: tick, gossip and push/pull intervals must be positive")
+	}
+	return nil
+}
+
+// Cluster is one node's membership, replicated configuration and agreed
+// state, over memberlist.
+type Cluster struct {
+	cfg   ClusterConfig
+	log   *slog.Logger
+	store *Store
+
+	mu      sync.Mutex
+	machine *Machine
+	pending []Effect
+
+	list    *memberlist.Memberlist
+	addr    string
+	queue   *memberlist.TransmitLimitedQueue
+	checker *Checker
+
+	wake      chan struct{}
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// NewCluster starts a node: it loads the document from StateDir, creates
+// the memberlist (bound and gossiping, but alone until Join) and starts the
+// loop and the health checker.
+func NewCluster(cfg ClusterConfig) (*Cluster, error) {
+	cfg.fillDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	c := &Cluster{
+		cfg:  cfg,
+		log:  cfg.Logger.With("node", cfg.NodeID),
+		wake: make(chan struct{}, 1),
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	store, err := NewStore(StoreConfig{Node: cfg.NodeID, Dir: cfg.StateDir, OnChange: c.storeChanged})
+	if err != nil {
+		return nil, err
+	}
+	c.store = store
+	m, err := NewMachine(MachineConfig{
+		Self:          MemberMeta{ID: cfg.NodeID, Pair: cfg.Pair, Backplane: cfg.Backplane, Proto: cfg.ProtoVersion},
+		TableSize:     cfg.TableSize,
+		HealthSeqBase: uint64(time.Now().UnixNano()),
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.machine = m
+	c.withMachine(func(m *Machine) { m.SetConfig(store.Config()) })
+
+	keyring, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
+	if err != nil {
+		return nil, fmt.Errorf("cluster: keyring: %w", err)
+	}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.NodeID
+	mc.BindAddr = cfg.BindAddr
+	mc.BindPort = cfg.BindPort
+	mc.AdvertiseAddr = cfg.AdvertiseAddr
+	mc.AdvertisePort = cfg.AdvertisePort
+	if mc.AdvertisePort == 0 {
+		mc.AdvertisePort = cfg.BindPort
+	}
+	mc.Keyring = keyring
+	mc.GossipVerifyIncoming = true
+	mc.GossipVerifyOutgoing = true
+	mc.ProbeInterval = cfg.ProbeInterval
+	mc.ProbeTimeout = cfg.ProbeTimeout
+	mc.SuspicionMult = cfg.SuspicionMult
+	mc.SuspicionMaxTimeoutMult = cfg.SuspicionMaxMult
+	mc.GossipInterval = cfg.GossipInterval
+	mc.PushPullInterval = cfg.PushPullInterval
+	mc.GossipToTheDeadTime = 5 * time.Second
+	mc.TCPTimeout = cfg.TCPTimeout
+	mc.Delegate = (*delegate)(c)
+	mc.Events = (*events)(c)
+	mc.Logger = nil
+	mc.LogOutput = &logWriter{log: c.log}
+
+	c.queue = &memberlist.TransmitLimitedQueue{RetransmitMult: mc.RetransmitMult, NumNodes: c.numNodes}
+	list, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: starting memberlist: %w", err)
+	}
+	c.list = list
+	c.addr = list.LocalNode().Address() // before the loop can update the local node
+	if !cfg.DisableHealthChecks {
+		c.checker, err = NewChecker(CheckerConfig{Dialer: cfg.Dialer, Report: c.ReportProbe, Forget: func(s string) {
+			c.withMachine(func(m *Machine) { m.ForgetProbe(s) })
+		}})
+		if err != nil {
+			list.Shutdown()
+			return nil, err
+		}
+		c.checker.Update(store.Config())
+	}
+	go c.loop()
+	c.kick()
+	return c, nil
+}
+
+func (c *Cluster) numNodes() int {
+	if c.list == nil {
+		return 1
+	}
+	return c.list.NumMembers()
+}
+
+// withMachine runs fn on the machine under mu and queues its effects.
+func (c *Cluster) withMachine(fn func(*Machine)) {
+	c.mu.Lock()
+	fn(c.machine)
+	c.pending = append(c.pending, c.machine.Ready()...)
+	c.mu.Unlock()
+	c.kick()
+}
+
+func (c *Cluster) kick() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Cluster) loop() {
+	defer close(c.done)
+	tick := time.NewTicker(c.cfg.Tick)
+	defer tick.Stop()
+	gcEvery := max(1, int(c.cfg.GCEvery/c.cfg.Tick))
+	n := 0
+	configDigest := ""
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-tick.C:
+			n++
+			if n%gcEvery == 0 {
+				if k, err := c.store.GC(); err != nil {
+					c.log.Warn("collecting tombstones", "err", err)
+				} else if k > 0 {
+					c.log.Info("collected tombstones", "count", k)
+				}
+			}
+			c.withMachine((*Machine).Tick)
+		case <-c.wake:
+		}
+		if d := c.store.Digest(); d != configDigest {
+			configDigest = d
+			cfg := c.store.Config()
+			if c.checker != nil {
+				c.checker.Update(cfg)
+			}
+			c.withMachine(func(m *Machine) { m.SetConfig(cfg) })
+		}
+		c.mu.Lock()
+		effects := c.pending
+		c.pending = nil
+		c.mu.Unlock()
+		for _, e := range effects {
+			c.perform(e)
+		}
+	}
+}
+
+func (c *Cluster) perform(e Effect) {
+	switch e := e.(type) {
+	case Broadcast:
+		c.broadcast(e.Msg)
+	case UpdateMeta:
+		if err := c.list.UpdateNode(c.cfg.TCPTimeout); err != nil {
+			c.log.Warn("publishing node metadata", "err", err)
+		}
+	default:
+		c.cfg.Apply(e)
+	}
+}
+
+// storeChanged is the Store's OnChange: called under the store's lock, so
+// it only queues.
+func (c *Cluster) storeChanged(changed []Entry, local bool) {
+	if local {
+		c.broadcast(Message{Type: MsgDelta, From: c.cfg.NodeID, Entries: changed})
+	}
+	c.kick()
+}
+
+// maxGossip is the size above which a delta is split so that each part fits
+// one gossip packet (memberlist's UDP buffer is 1400 bytes, minus headers,
+// encryption and compound framing).
+const maxGossip = 1000
+
+func (c *Cluster) broadcast(msg Message) {
+	for _, part := range splitDelta(msg, maxGossip) {
+		b, err := part.Encode()
+		if err != nil {
+			c.log.Error("encoding broadcast", "type", msg.Type, "err", err)
+			continue
+		}
+		name := ""
+		if msg.Type == MsgHealth {
+			// A newer report of a node replaces its older one in the queue.
+			name = "health/" + msg.From
+		}
+		c.queue.QueueBroadcast(&gossip{msg: b, name: name})
+	}
+}
+
+// splitDelta splits a delta's entries into messages of at most limit bytes
+// (a single entry larger than that is sent alone; push/pull carries it if
+// gossip cannot).
+func splitDelta(msg Message, limit int) []Message {
+	if msg.Type != MsgDelta {
+		return []Message{msg}
+	}
+	var out []Message
+	cur := Message{Type: MsgDelta, From: msg.From}
+	size := 0
+	for _, e := range msg.Entries {
+		n := len(e.encode()) + 1
+		if len(cur.Entries) > 0 && size+n > limit {
+			out = append(out, cur)
+			cur = Message{Type: MsgDelta, From: msg.From}
+			size = 0
+		}
+		cur.Entries = append(cur.Entries, e)
+		size += n
+	}
+	if len(cur.Entries) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+type gossip struct {
+	msg  []byte
+	name string
+}
+
+func (g *gossip) Message() []byte { return g.msg }
+func (g *gossip) Finished()       {}
+func (g *gossip) Invalidates(o memberlist.Broadcast) bool {
+	og, ok := o.(*gossip)
+	return ok && g.name != "" && g.name == og.name
+}
+
+// Join contacts seeds ("host:port"); it returns how many answered.
+func (c *Cluster) Join(seeds []string) (int, error) {
+	n, err := c.list.Join(seeds)
+	if err != nil {
+		return n, fmt.Errorf("joining %s: %w", strings.Join(seeds, ", "), err)
+	}
+	return n, nil
+}
+
+// Addr is the gossip address others join ("host:port").
+func (c *Cluster) Addr() string { return c.addr }
+
+// Store is the replicated configuration: the API reads it and edits it
+// with Store.Update.
+func (c *Cluster) Store() *Store { return c.store }
+
+// ReportProbe records this node's verdict on a service (the health checker
+// calls it; so can tests and external checkers).
+func (c *Cluster) ReportProbe(service string, up bool) {
+	c.withMachine(func(m *Machine) { m.LocalProbe(service, up) })
+}
+
+// Drain drains (true) or undrains this node.
+func (c *Cluster) Drain(drained bool) {
+	c.withMachine(func(m *Machine) { m.SetDrained(drained) })
+}
+
+// DeclareDead marks node id dead at once and tells the cluster: the partner
+// calls it when the mirroring connection closed and a direct probe failed,
+// without waiting for memberlist's suspicion.
+func (c *Cluster) DeclareDead(id string) {
+	if id == c.cfg.NodeID {
+		return
+	}
+	c.withMachine(func(m *Machine) { m.MemberState(id, StateDead) })
+	c.broadcast(Message{Type: MsgDead, From: c.cfg.NodeID, Dead: id})
+}
+
+// Members returns every member as this node sees it.
+func (c *Cluster) Members() []MemberStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.machine.Members()
+}
+
+// Pairs returns the pairs.
+func (c *Cluster) Pairs() []PairStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.machine.Pairs()
+}
+
+// Tables returns the current tables.
+func (c *Cluster) Tables() []VServerTable {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.machine.Tables()
+}
+
+// Owner returns the owner pair and node of a client flow.
+func (c *Cluster) Owner(addr netip.Addr, port uint16) (uint32, string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.machine.Owner(addr, port)
+}
+
+// Status is this node's view, for `show cluster` and `show node`.
+type Status struct {
+	Node         string          `json:"node"`
+	ConfigDigest string          `json:"configDigest"`
+	TablesDigest string          `json:"tablesDigest"`
+	Synced       bool            `json:"synced"` // start-up convergence gate open
+	Drained      bool            `json:"drained"`
+	Announced    []netip.Addr    `json:"announced"`
+	Members      []MemberStatus  `json:"members"`
+	Pairs        []PairStatus    `json:"pairs"`
+	Health       []ServiceHealth `json:"health"`
+	// Problems are broken rules of the merged document; the vservers they
+	// name are programmed nowhere until fixed.
+	Problems []*RuleError `json:"problems,omitempty"`
+}
+
+// Status returns a snapshot of this node's view.
+func (c *Cluster) Status() Status {
+	probs := c.store.Problems()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.machine
+	return Status{
+		Node: m.ID(), ConfigDigest: m.Meta().Digest, TablesDigest: m.TablesDigest(), Synced: m.Synced(),
+		Drained: m.Meta().Drained, Announced: m.Announced(), Members: m.Members(), Pairs: m.Pairs(),
+		Health: m.ServiceHealth(), Problems: probs,
+	}
+}
+
+// Leave tells the cluster this node leaves (graceful), waiting up to timeout.
+func (c *Cluster) Leave(timeout time.Duration) error {
+	if err := c.list.Leave(timeout); err != nil {
+		return fmt.Errorf("leaving: %w", err)
+	}
+	return nil
+}
+
+// Close stops the health checker, the loop and memberlist (without a
+// graceful leave: call Leave first for that).
+func (c *Cluster) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		if c.checker != nil {
+			c.checker.Close()
+		}
+		close(c.stop)
+		<-c.done
+		err = c.list.Shutdown()
+	})
+	return err
+}
+
+// delegate implements memberlist.Delegate.
+type delegate Cluster
+
+func (d *delegate) c() *Cluster { return (*Cluster)(d) }
+
+func (d *delegate) NodeMeta(limit int) []byte {
+	c := d.c()
+	c.mu.Lock()
+	meta := c.machine.Meta()
+	c.mu.Unlock()
+	b, err := EncodeMeta(meta)
+	if err != nil || len(b) > limit {
+		c.log.Error("node metadata does not fit", "err", err, "limit", limit)
+		return nil
+	}
+	return b
+}
+
+func (d *delegate) NotifyMsg(b []byte) {
+	c := d.c()
+	msg, err := DecodeMessage(b)
+	if err != nil {
+		c.log.Warn("dropping gossip", "err", err)
+		return
+	}
+	c.receive(msg)
+}
+
+// receive applies a gossiped message. What was new to this node is
+// gossiped on (memberlist only retransmits a broadcast a few times from its
+// origin, which can miss nodes; re-gossiping what is new spreads it
+// epidemically, and stops by itself where nothing is new).
+func (c *Cluster) receive(msg Message) {
+	if len(msg.Entries) > 0 {
+		changed, err := c.store.Merge(msg.Entries)
+		if err != nil {
+			c.log.Error("merging configuration", "from", msg.From, "err", err)
+		}
+		if len(changed) > 0 && msg.Type == MsgDelta {
+			c.broadcast(Message{Type: MsgDelta, From: c.cfg.NodeID, Entries: changed})
+		}
+	}
+	if len(msg.Health) == 0 && msg.Type != MsgDead {
+		return
+	}
+	var fresh []HealthReport
+	newDead := false
+	c.withMachine(func(m *Machine) {
+		for _, h := range msg.Health {
+			if m.Health(h) {
+				fresh = append(fresh, h)
+			}
+		}
+		if msg.Type == MsgDead && msg.Dead != c.cfg.NodeID {
+			for _, mem := range m.Members() {
+				if mem.ID == msg.Dead && mem.State != StateDead.String() {
+					newDead = true
+				}
+			}
+			m.MemberState(msg.Dead, StateDead)
+		}
+	})
+	if msg.Type == MsgHealth {
+		for _, h := range fresh {
+			c.broadcast(Message{Type: MsgHealth, From: h.Node, Health: []HealthReport{h}})
+		}
+	}
+	if newDead {
+		c.broadcast(msg)
+	}
+}
+
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.c().queue.GetBroadcasts(overhead, limit)
+}
+
+func (d *delegate) LocalState(join bool) []byte {
+	c := d.c()
+	c.mu.Lock()
+	health := c.machine.HealthReports()
+	c.mu.Unlock()
+	msg := Message{Type: MsgState, From: c.cfg.NodeID, Entries: c.store.Entries(), Health: health}
+	b, err := msg.Encode()
+	if err != nil {
+		c.log.Error("encoding state", "err", err)
+		return nil
+	}
+	return b
+}
+
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {
+	c := d.c()
+	msg, err := DecodeMessage(buf)
+	if err != nil || msg.Type != MsgState {
+		c.log.Warn("dropping remote state", "err", err, "type", msg.Type)
+		return
+	}
+	c.receive(msg)
+}
+
+// events implements memberlist.EventDelegate.
+type events Cluster
+
+func (e *events) member(n *memberlist.Node, state MemberState) {
+	c := (*Cluster)(e)
+	meta, err := DecodeMeta(n.Meta)
+	if err != nil {
+		c.log.Warn("ignoring member with bad metadata", "member", n.Name, "err", err)
+		return
+	}
+	if meta.ID != n.Name {
+		c.log.Warn("ignoring member whose metadata names another node", "member", n.Name, "meta", meta.ID)
+		return
+	}
+	var addr netip.AddrPort
+	if ip, ok := netip.AddrFromSlice(n.Addr); ok {
+		addr = netip.AddrPortFrom(ip.Unmap(), n.Port)
+	}
+	c.withMachine(func(m *Machine) { m.Member(meta, addr, state) })
+}
+
+func (e *events) NotifyJoin(n *memberlist.Node)   { e.member(n, StateAlive) }
+func (e *events) NotifyUpdate(n *memberlist.Node) { e.member(n, StateAlive) }
+func (e *events) NotifyLeave(n *memberlist.Node) {
+	if n.State == memberlist.StateLeft {
+		e.member(n, StateLeft)
+	} else {
+		e.member(n, StateDead)
+	}
+}
+
+// logWriter turns memberlist's "[LEVEL] memberlist: ..." lines into slog.
+type logWriter struct{ log *slog.Logger }
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	level := slog.LevelDebug
+	switch {
+	case strings.Contains(line, "[ERR]"):
+		level = slog.LevelError
+	case strings.Contains(line, "[WARN]"):
+		level = slog.LevelWarn
+	case strings.Contains(line, "[INFO]"):
+		level = slog.LevelInfo
+	}
+	if i := strings.Index(line, "memberlist: "); i >= 0 {
+		line = line[i+len("memberlist: "):]
+	}
+	w.log.Log(context.Background(), level, line, "component", "memberlist")
+	return len(p), nil
+}
+
+var _ io.Writer = (*logWriter)(nil)
+
+// sortedIDs returns the ids of members, sorted (for logs and tests).
+func sortedIDs(ms []MemberStatus) []string {
+	out := make([]string, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, m.ID)
+	}
+	slices.Sort(out)
+	return out
+}
