@@ -42,6 +42,7 @@ type ClientConfig struct {
 
 // Client talks to one node's API. It is safe for concurrent use.
 type Client struct {
+	node  string // as configured, for messages
 	base  string
 	token string
 	http  *http.Client
@@ -59,7 +60,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("api client: negative timeout %s", cfg.Timeout)
 	}
 	tr := &http.Transport{MaxIdleConns: 4, IdleConnTimeout: 30 * time.Second, ForceAttemptHTTP2: false}
-	c := &Client{token: cfg.Token, http: &http.Client{Transport: tr, Timeout: cfg.Timeout}}
+	c := &Client{node: cfg.Node, token: cfg.Token, http: &http.Client{Transport: tr, Timeout: cfg.Timeout}}
 	switch {
 	case strings.HasPrefix(cfg.Node, "https://"):
 		u, err := url.Parse(cfg.Node)
@@ -112,7 +113,12 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("talking to the node: %w", err)
+		// The URL of a unix-socket request is made up; name the node.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("cannot reach node %s: %w", c.node, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))

@@ -463,12 +463,20 @@ add service web4 10.0.2.14 ANY 8080 -usip YES
 
 func TestApply(t *testing.T) {
 	h := newHarness(t)
-	h.files["cluster.yaml"] = `services:
+	h.files["cluster.yaml"] = `monitors:
+  - name: fast
+    type: TCP
+    interval: 2s
+    timeout: 300ms
+    rise: 3
+    fall: 1
+services:
   - name: web1
     ip: 10.0.2.11
     type: ANY
     port: 8080
     usip: true
+    monitor: fast
   - name: web2
     ip: 10.0.2.12
     type: ANY
@@ -493,7 +501,7 @@ bindings:
 		t.Fatal("a dry run changed the configuration")
 	}
 	out := h.ok("apply -f cluster.yaml")
-	if strings.Count(out, "added") != 5 {
+	if strings.Count(out, "added") != 6 {
 		t.Errorf("apply of a new file:\n%s", out)
 	}
 	if out := h.ok("apply -f cluster.yaml"); out != "no changes\n" {
@@ -513,7 +521,7 @@ bindings:
 		t.Errorf("apply --prune: %q", out)
 	}
 	// A file that breaks a rule is refused as a whole.
-	h.files["broken.yaml"] = strings.Replace(h.files["cluster.yaml"], "    usip: true\n  - name: web2", "    usip: false\n  - name: web2", 1) +
+	h.files["broken.yaml"] = strings.Replace(h.files["cluster.yaml"], "    usip: true\n    monitor: fast", "    usip: false\n    monitor: fast", 1) +
 		"  - vserver: vs2\n    service: web1\n"
 	errs := h.refused("apply -f broken.yaml", cluster.RuleStatelessUSIP)
 	if !strings.Contains(errs, cluster.RuleBindingRef) {
