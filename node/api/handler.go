@@ -245,7 +245,8 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // toError maps an error onto the wire Error: rule violations to 422 with
-// the rule and its fix, not-found to 404, exists to 409, the rest to 500.
+// the rule and its fix, not-found to 404, exists to 409, malformed to 400,
+// misdirected to 421, not ready to 503, anything else to 500 (a fault).
 func toError(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
@@ -269,6 +270,10 @@ func toError(err error) *Error {
 			Fix: "choose another name, or change the existing object with set"}
 	case errors.Is(err, ErrBadRequest):
 		return &Error{Status: http.StatusBadRequest, Message: err.Error()}
+	case errors.Is(err, ErrMisdirected):
+		return &Error{Status: http.StatusMisdirectedRequest, Message: err.Error()}
+	case errors.Is(err, ErrUnavailable):
+		return &Error{Status: http.StatusServiceUnavailable, Message: err.Error(), Fix: "retry when the node has joined the cluster"}
 	case errors.Is(err, cluster.ErrInvalid):
 		return &Error{Status: http.StatusUnprocessableEntity, Message: err.Error()}
 	}

@@ -40,6 +40,13 @@ var (
 	// ErrUnauthorized: a TCP request without a valid token or client
 	// certificate (401).
 	ErrUnauthorized = errors.New("unauthorized")
+	// ErrMisdirected: this node cannot do it; another node must be asked,
+	// e.g. a drain that only the drained node performs (421). Wrap it with
+	// a message that names the node to ask.
+	ErrMisdirected = errors.New("ask another node")
+	// ErrUnavailable: the node cannot answer yet, e.g. while it starts
+	// (503).
+	ErrUnavailable = errors.New("node not ready")
 )
 
 // Error is the body of every non-2xx response.
@@ -78,6 +85,10 @@ func (e *Error) Is(target error) bool {
 		return e.Status == http.StatusBadRequest
 	case ErrUnauthorized:
 		return e.Status == http.StatusUnauthorized
+	case ErrMisdirected:
+		return e.Status == http.StatusMisdirectedRequest
+	case ErrUnavailable:
+		return e.Status == http.StatusServiceUnavailable
 	}
 	return false
 }

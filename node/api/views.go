@@ -46,6 +46,10 @@ func (s *server) getService(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	c := s.cfg.Store.Config()
 	c.Normalize()
+	if _, ok := c.Service(name); !ok {
+		s.fail(w, r, notFound("service", name, "list services with: show service"))
+		return
+	}
 	views, err := s.serviceViews(r, &c)
 	if err != nil {
 		s.fail(w, r, err)
@@ -113,6 +117,10 @@ func (s *server) getVServer(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	c := s.cfg.Store.Config()
 	c.Normalize()
+	if _, ok := c.VServer(name); !ok {
+		s.fail(w, r, notFound("lb vserver", name, "list vservers with: show lb vserver"))
+		return
+	}
 	views, err := s.vserverViews(r, &c)
 	if err != nil {
 		s.fail(w, r, err)

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 
@@ -224,10 +225,12 @@ func reportError(w io.Writer, err error) {
 
 func writeAPIError(w io.Writer, prefix string, e *api.Error) {
 	what := "refused"
-	if prefix == "" {
+	switch {
+	case prefix == "":
 		what = "also refused"
-	}
-	if e.Status >= 500 {
+	case e.Status == http.StatusServiceUnavailable:
+		what = "node not ready"
+	case e.Status >= 500:
 		what = "node failed"
 	}
 	fmt.Fprintf(w, "%s%s: %s\n", prefix, what, e.Message)
