@@ -308,8 +308,7 @@ func (s *server) apply(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := s.change(req.DryRun, func(c *cluster.Config) error {
-		ApplyConfig(c, req.Config, req.Prune)
-		return nil
+		return ApplyConfig(c, req.Config, req.Prune)
 	})
 	s.respond(w, r, res, err)
 }
@@ -317,10 +316,15 @@ func (s *server) apply(w http.ResponseWriter, r *http.Request) {
 // ApplyConfig makes c hold every object of want (added or replaced) and,
 // with prune, only those. Objects are matched by name (bindings by vserver
 // and service). want is normalised first, so omitted settings take their
-// defaults exactly as when the object is added by a command.
-func ApplyConfig(c *cluster.Config, want cluster.Config, prune bool) {
+// defaults exactly as when the object is added by a command. A document
+// that declares one object twice is refused (rule duplicate): which of the
+// two was meant cannot be guessed.
+func ApplyConfig(c *cluster.Config, want cluster.Config, prune bool) error {
 	want = want.Clone()
 	want.Normalize()
+	if err := duplicates(&want); err != nil {
+		return err
+	}
 	for _, m := range want.Monitors {
 		c.PutMonitor(m)
 	}
@@ -334,7 +338,7 @@ func ApplyConfig(c *cluster.Config, want cluster.Config, prune bool) {
 		c.PutBinding(b)
 	}
 	if !prune {
-		return
+		return nil
 	}
 	c.Bindings = slices.DeleteFunc(c.Bindings, func(b cluster.Binding) bool {
 		_, ok := want.Binding(b.VServer, b.Service)
@@ -352,6 +356,37 @@ func ApplyConfig(c *cluster.Config, want cluster.Config, prune bool) {
 		_, ok := want.Monitor(m.Name)
 		return !ok
 	})
+	return nil
+}
+
+// duplicates refuses a declared document that names an object twice.
+func duplicates(c *cluster.Config) error {
+	var errs []error
+	check := func(kind, name string, seen map[string]bool) {
+		if seen[name] {
+			errs = append(errs, &cluster.RuleError{Rule: cluster.RuleDuplicate, Object: kind + " " + name,
+				Message: fmt.Sprintf("the document declares %s %s more than once", kind, name),
+				Fix:     "keep one declaration of it in the file"})
+		}
+		seen[name] = true
+	}
+	seen := map[string]bool{}
+	for _, m := range c.Monitors {
+		check("monitor", m.Name, seen)
+	}
+	seen = map[string]bool{}
+	for _, sv := range c.Services {
+		check("service", sv.Name, seen)
+	}
+	seen = map[string]bool{}
+	for _, v := range c.VServers {
+		check("lb vserver", v.Name, seen)
+	}
+	seen = map[string]bool{}
+	for _, b := range c.Bindings {
+		check("binding", b.VServer+" "+b.Service, seen)
+	}
+	return errors.Join(errs...)
 }
 
 func (s *server) addService(w http.ResponseWriter, r *http.Request) {

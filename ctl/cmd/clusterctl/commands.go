@@ -32,6 +32,20 @@ type cli struct {
 	Completion completionCmd `cmd:"" help:"Print a shell completion script (bash or zsh)."`
 }
 
+// Help is the root help's detail.
+func (c *cli) Help() string {
+	return "Examples:\n\n" +
+		"    clusterctl add service web1 10.0.2.11 ANY 8080 -usip YES\n" +
+		"    clusterctl add lb vserver vs1 ANY 203.0.113.10 80 -lbMethod SRCIPSRCPORTHASH -connFailover STATELESS\n" +
+		"    clusterctl bind lb vserver vs1 web1\n" +
+		"    clusterctl show lb vserver vs1\n" +
+		"    clusterctl explain flow 198.51.100.7:41234 203.0.113.10:80 TCP\n" +
+		"    clusterctl --node https://10.0.9.1:8443 --token $TOKEN show cluster\n\n" +
+		"Verbs (add, set, rm, bind, unbind, drain, undrain, apply, batch) change state;\n" +
+		"a refused verb changes nothing and names the rule it breaks and the fix.\n" +
+		"Nouns (show, explain) change nothing."
+}
+
 // session is what a command's Run gets: the runner and the global flags.
 type session struct {
 	*runner

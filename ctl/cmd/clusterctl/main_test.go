@@ -527,6 +527,8 @@ bindings:
 	if !strings.Contains(errs, cluster.RuleBindingRef) {
 		t.Errorf("refusal lists only the first broken rule:\n%s", errs)
 	}
+	h.files["twice.yaml"] = h.files["cluster.yaml"] + "  - vserver: vs1\n    service: web2\n    weight: 1\n"
+	h.refused("apply -f twice.yaml", cluster.RuleDuplicate)
 	h.files["typo.yaml"] = "services:\n  - name: web1\n    ip: 10.0.2.11\n    typ: ANY\n"
 	if code, _, errs := h.run("apply -f typo.yaml"); code != ExitFailed || !strings.Contains(errs, "typ") {
 		t.Errorf("apply of a misspelt field: exit %d\n%s", code, errs)
