@@ -1,0 +1,299 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/tandem-lb/tandem/cluster"
+	"github.com/tandem-lb/tandem/node/api"
+	"github.com/tandem-lb/tandem/node/metrics"
+)
+
+// ErrRemoteDrain is returned when draining another node is asked of this
+// one: drain it through its own API.
+var ErrRemoteDrain = errors.New("this node drains only itself")
+
+// status answers the API's show commands and the metrics scrapes from the
+// daemon's components. Its methods are safe for concurrent use.
+type status struct{ d *Daemon }
+
+var (
+	_ api.StatusSource = status{}
+	_ api.Drainer      = status{}
+	_ metrics.Source   = status{}
+)
+
+func (s status) sessions(ctx context.Context) []api.BGPSession {
+	sp := s.d.speaker()
+	if sp == nil {
+		return nil
+	}
+	peers, err := sp.Peers(ctx)
+	if err != nil {
+		return nil
+	}
+	n := len(sp.Announced())
+	out := make([]api.BGPSession, 0, len(peers))
+	for _, p := range peers {
+		sess := api.BGPSession{Peer: p.Address.String(), PeerAS: p.AS, State: strings.ToUpper(p.State), Graceful: sp.Draining()}
+		if p.Established {
+			sess.Prefixes = n
+		}
+		out = append(out, sess)
+	}
+	return out
+}
+
+func memberOf(m cluster.MemberStatus) api.Member {
+	return api.Member{
+		ID: m.ID, Addr: m.Addr.String(), Pair: m.Pair, State: api.MemberState(m.State),
+		Digest: m.Digest, ProtoVersion: int(m.ProtoVersion), Drained: m.Drained,
+	}
+}
+
+// Cluster implements api.StatusSource.
+func (s status) Cluster(ctx context.Context) (api.ClusterStatus, error) {
+	cl := s.d.membership()
+	if cl == nil {
+		return api.ClusterStatus{}, errors.New("the node is starting: not in the cluster yet")
+	}
+	st := cl.Status()
+	out := api.ClusterStatus{Self: st.Node}
+	for _, m := range st.Members {
+		am := memberOf(m)
+		if m.Self || m.ID == st.Node {
+			am.BGP = s.sessions(ctx)
+		}
+		out.Members = append(out.Members, am)
+	}
+	for _, p := range st.Pairs {
+		out.Pairs = append(out.Pairs, api.Pair{ID: p.ID, Members: p.Members, Active: p.Active, Protected: p.Protected})
+	}
+	return out, nil
+}
+
+// Node implements api.StatusSource.
+func (s status) Node(ctx context.Context, id string) (api.NodeStatus, error) {
+	cs, err := s.Cluster(ctx)
+	if err != nil {
+		return api.NodeStatus{}, err
+	}
+	for _, m := range cs.Members {
+		if m.ID != id {
+			continue
+		}
+		ns := api.NodeStatus{Member: m}
+		for _, p := range cs.Pairs {
+			if p.ID == m.Pair {
+				for _, o := range p.Members {
+					if o != id {
+						ns.Partner = o
+					}
+				}
+			}
+		}
+		if id == cs.Self {
+			ns.VIPs = s.d.membership().Status().Announced
+			cnt, err := s.Counters(ctx)
+			if err == nil {
+				for _, c := range cnt.VServers {
+					ns.Counters = ns.Counters.Add(c)
+				}
+			}
+		}
+		return ns, nil
+	}
+	return api.NodeStatus{}, fmt.Errorf("node %q: %w", id, api.ErrNotFound)
+}
+
+// RPCNodes implements api.StatusSource. The mirroring channel between
+// partners is not built yet, so there is none to show.
+func (s status) RPCNodes(ctx context.Context) ([]api.RPCNode, error) {
+	return []api.RPCNode{}, nil
+}
+
+// Tables implements api.StatusSource: the cluster's tables with the data
+// plane's epochs.
+func (s status) Tables(ctx context.Context) ([]api.Table, error) {
+	cl := s.d.membership()
+	if cl == nil {
+		return nil, nil
+	}
+	epochs := s.d.programmer.Epochs()
+	var out []api.Table
+	for _, t := range cl.Tables() {
+		out = append(out, api.Table{VServer: t.VServer, Epoch: epochs[t.VServer], Seed: t.Seed, WithPort: t.WithPort, Backends: t.Backends, Slots: t.Slots})
+	}
+	return out, nil
+}
+
+func drops(c map[string]uint64) uint64 {
+	var n uint64
+	for r, v := range c {
+		if strings.HasPrefix(r, "drop_") {
+			n += v
+		}
+	}
+	return n
+}
+
+// traffic reads the data plane's counters by vserver and backend name.
+func (s status) traffic() (vservers, backends []metrics.Traffic, err error) {
+	vsIDs, beIDs := s.d.programmer.IDs()
+	var errs []error
+	for name, id := range vsIDs {
+		c, err := s.d.dp.VServerCounters(id)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		t := metrics.Traffic{Name: name, Packets: c.Packets, Bytes: c.Bytes, NewFlows: c.NewFlows, ReplyPackets: c.RevPackets, ReplyBytes: c.RevBytes, Reasons: map[string]uint64{}}
+		for r, n := range c.Reasons {
+			t.Reasons[r.String()] = n
+		}
+		vservers = append(vservers, t)
+	}
+	for name, id := range beIDs {
+		c, err := s.d.dp.BackendCounters(id)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		backends = append(backends, metrics.Traffic{Name: name, Packets: c.Packets, Bytes: c.Bytes, NewFlows: c.NewFlows, ReplyPackets: c.RevPackets, ReplyBytes: c.RevBytes})
+	}
+	sort.Slice(vservers, func(i, j int) bool { return vservers[i].Name < vservers[j].Name })
+	sort.Slice(backends, func(i, j int) bool { return backends[i].Name < backends[j].Name })
+	return vservers, backends, errors.Join(errs...)
+}
+
+// Counters implements api.StatusSource. Backend counters are per service
+// (the data plane counts a backend once, whatever vserver sent to it), so
+// each bound service shows its total under every vserver it is bound to.
+func (s status) Counters(ctx context.Context) (api.CounterSet, error) {
+	vs, be, err := s.traffic()
+	out := api.CounterSet{VServers: map[string]api.Counters{}, Backends: map[string]map[string]api.Counters{}}
+	for _, v := range vs {
+		out.VServers[v.Name] = api.Counters{Packets: v.Packets, Bytes: v.Bytes, NewFlows: v.NewFlows, Drops: drops(v.Reasons)}
+	}
+	byName := map[string]api.Counters{}
+	for _, b := range be {
+		byName[b.Name] = api.Counters{Packets: b.Packets, Bytes: b.Bytes, NewFlows: b.NewFlows}
+	}
+	if cl := s.d.membership(); cl != nil {
+		cfg := cl.Store().Config()
+		for _, b := range cfg.Bindings {
+			c, ok := byName[b.Service]
+			if !ok {
+				continue
+			}
+			if out.Backends[b.VServer] == nil {
+				out.Backends[b.VServer] = map[string]api.Counters{}
+			}
+			out.Backends[b.VServer][b.Service] = c
+		}
+	}
+	return out, err
+}
+
+// Health implements api.StatusSource.
+func (s status) Health(ctx context.Context) (map[string]api.Health, error) {
+	out := map[string]api.Health{}
+	cl := s.d.membership()
+	if cl == nil {
+		return out, nil
+	}
+	for _, h := range cl.Status().Health {
+		if h.Voters == 0 {
+			out[h.Service] = api.HealthUnknown
+		} else if h.Up {
+			out[h.Service] = api.HealthUp
+		} else {
+			out[h.Service] = api.HealthDown
+		}
+	}
+	return out, nil
+}
+
+// Connections implements api.StatusSource. Listing the flow table is not
+// wired yet: the answer is empty.
+func (s status) Connections(ctx context.Context, f api.ConnFilter) ([]api.Conn, error) {
+	return []api.Conn{}, nil
+}
+
+// Drain implements api.Drainer for this node only.
+func (s status) Drain(ctx context.Context, node string) error {
+	if err := s.self(node); err != nil {
+		return err
+	}
+	return s.d.Drain(ctx)
+}
+
+// Undrain implements api.Drainer for this node only.
+func (s status) Undrain(ctx context.Context, node string) error {
+	if err := s.self(node); err != nil {
+		return err
+	}
+	return s.d.Undrain(ctx)
+}
+
+func (s status) self(node string) error {
+	if node == s.d.cfg.NodeID {
+		return nil
+	}
+	if cl := s.d.membership(); cl != nil {
+		for _, m := range cl.Status().Members {
+			if m.ID == node {
+				return fmt.Errorf("drain %s: %w; ask %s's own API (clusterctl --node %s)", node, ErrRemoteDrain, node, node)
+			}
+		}
+	}
+	return fmt.Errorf("node %q: %w", node, api.ErrNotFound)
+}
+
+// Snapshot implements metrics.Source.
+func (s status) Snapshot(ctx context.Context) (metrics.Snapshot, error) {
+	var snap metrics.Snapshot
+	var errs []error
+	vs, be, err := s.traffic()
+	snap.VServers, snap.Backends = vs, be
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if sp := s.d.speaker(); sp != nil {
+		peers, err := sp.Peers(ctx)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, p := range peers {
+			snap.Peers = append(snap.Peers, metrics.Peer{Address: p.Address.String(), AS: p.AS, State: p.State, Established: p.Established})
+		}
+		snap.Announced = len(sp.Announced())
+		snap.Draining = sp.Draining()
+	}
+	if cl := s.d.membership(); cl != nil {
+		st := cl.Status()
+		snap.Members = map[string]int{}
+		for _, m := range st.Members {
+			snap.Members[m.State]++
+		}
+		snap.ConfigDigest = st.ConfigDigest
+		snap.BackendUp = map[string]bool{}
+		for _, h := range st.Health {
+			if h.Voters > 0 {
+				snap.BackendUp[h.Service] = h.Up
+			}
+		}
+	}
+	snap.TableEpochs = s.d.programmer.Epochs()
+	return snap, errors.Join(errs...)
+}
+
+// prefixOf is the host prefix of a VIP.
+func prefixOf(a netip.Addr) netip.Prefix {
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen())
+}
