@@ -54,6 +54,10 @@ func (v Version) Compare(o Version) int {
 
 func (v Version) String() string { return fmt.Sprintf("%d@%s", v.Clock, v.Node) }
 
+// maxClock bounds accepted Lamport clocks, so that a corrupt or hostile
+// entry cannot push the clock to overflow (2^62 changes never happen).
+const maxClock = 1 << 62
+
 // Entry is one replicated object, or its tombstone.
 type Entry struct {
 	Kind    Kind    `json:"kind"`
@@ -83,7 +87,7 @@ func BindingKey(vs, svc string) string { return vs + "/" + svc }
 // it belongs to follows the rules): a known kind, a key that matches its
 // object, a version, and exactly the payload its kind needs.
 func (e *Entry) Validate() error {
-	if e.Version.Clock == 0 || !validName(e.Version.Node) {
+	if e.Version.Clock == 0 || e.Version.Clock > maxClock || !validName(e.Version.Node) {
 		return fmt.Errorf("entry %s %q: invalid version %s", e.Kind, e.Key, e.Version)
 	}
 	n := 0

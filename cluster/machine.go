@@ -183,11 +183,12 @@ type Machine struct {
 	cfg  MachineConfig
 	tick uint64
 
-	members map[string]*member // self included
-	config  Config
-	digest  string
-	reports map[string]map[string]ProbeResult // node → service → result
-	ownSeq  uint64
+	members  map[string]*member // self included
+	config   Config
+	runnable Config // config.Quarantine(): what the data plane may program
+	digest   string
+	reports  map[string]map[string]ProbeResult // node → service → result
+	ownSeq   uint64
 
 	synced    bool
 	tables    map[string]VServerTable
@@ -224,6 +225,7 @@ func NewMachine(cfg MachineConfig) (*Machine, error) {
 	empty := Config{}
 	m.config = empty.Clone()
 	m.config.Normalize()
+	m.runnable = m.config.Clone()
 	m.digest = m.config.Digest()
 	self := cfg.Self
 	self.Digest = m.digest
@@ -308,6 +310,7 @@ func (m *Machine) SetConfig(c Config) {
 	c = c.Clone()
 	c.Normalize()
 	m.config = c
+	m.runnable, _ = c.Quarantine()
 	m.digest = c.Digest()
 	m.recompute()
 }
@@ -447,7 +450,7 @@ func (m *Machine) recompute() {
 		}
 	}
 
-	tables, err := ComputeTables(m.config, m.agreedUp(), m.tables, m.cfg.TableSize)
+	tables, err := computeTables(&m.runnable, m.agreedUp(), m.tables, m.cfg.TableSize)
 	if err != nil {
 		// Only an invalid table size fails, and validate refused it.
 		panic(err)

@@ -114,6 +114,9 @@ func (s *Store) load() error {
 	if f.Format != stateFormat {
 		return fmt.Errorf("%w %s: format %d, this version reads %d", ErrCorruptState, s.path(), f.Format, stateFormat)
 	}
+	if f.Clock > maxClock {
+		return fmt.Errorf("%w %s: clock %d out of range", ErrCorruptState, s.path(), f.Clock)
+	}
 	s.clock = f.Clock
 	for i := range f.Entries {
 		e := f.Entries[i]

@@ -102,11 +102,23 @@ func TablesDigest(ts []VServerTable) string {
 // the table size m, so every node computes the same tables. prev, the
 // previous tables by vserver, only carries epochs forward: a table whose
 // content changed gets prev's epoch + 1, an unchanged one keeps it.
+//
+// A table whose inputs (backends, effective weights, size) equal prev's is
+// not rebuilt: Maglev is a pure function of them, so prev's slots are reused.
 func ComputeTables(cfg Config, up map[string]bool, prev map[string]VServerTable, m uint64) ([]VServerTable, error) {
+	ok, _ := cfg.Quarantine()
+	return computeTables(&ok, up, prev, m)
+}
+
+// computeTables is ComputeTables on an already quarantined configuration.
+func computeTables(ok *Config, up map[string]bool, prev map[string]VServerTable, m uint64) ([]VServerTable, error) {
 	if err := hashing.ValidateTableSize(m); err != nil {
 		return nil, fmt.Errorf("computing tables: %w", err)
 	}
-	ok, _ := cfg.Quarantine()
+	bindings := map[string][]Binding{}
+	for _, b := range ok.Bindings { // sorted by vserver, then service
+		bindings[b.VServer] = append(bindings[b.VServer], b)
+	}
 	out := make([]VServerTable, 0, len(ok.VServers))
 	for _, vs := range ok.VServers {
 		t := VServerTable{
@@ -115,7 +127,7 @@ func ComputeTables(cfg Config, up map[string]bool, prev map[string]VServerTable,
 			WithPort: vs.LBMethod == MethodSrcIPSrcPortHash && vs.Persistence != PersistSourceIP,
 		}
 		backends := make([]hashing.Backend, 0)
-		for _, b := range ok.BindingsOf(vs.Name) { // sorted by service name
+		for _, b := range bindings[vs.Name] { // sorted by service name
 			w := b.Weight
 			if !up[b.Service] {
 				w = 0
@@ -123,6 +135,17 @@ func ComputeTables(cfg Config, up map[string]bool, prev map[string]VServerTable,
 			t.Backends = append(t.Backends, b.Service)
 			t.Weights = append(t.Weights, w)
 			backends = append(backends, hashing.Backend{Key: b.Service, Weight: w})
+		}
+		p, hasPrev := prev[vs.Name]
+		if hasPrev && slices.Equal(p.Backends, t.Backends) && slices.Equal(p.Weights, t.Weights) &&
+			(len(p.Slots) == int(m) || len(p.Slots) == 0 && !anyPositive(t.Weights)) {
+			t.Slots = p.Slots
+			t.Epoch = p.Epoch
+			if !t.sameContent(&p) { // seed or withPort changed
+				t.Epoch++
+			}
+			out = append(out, t)
+			continue
 		}
 		slots, err := hashing.BuildMaglev(backends, m)
 		switch {
@@ -133,7 +156,7 @@ func ComputeTables(cfg Config, up map[string]bool, prev map[string]VServerTable,
 			t.Slots = slots
 		}
 		t.Epoch = 1
-		if p, found := prev[vs.Name]; found {
+		if hasPrev {
 			t.Epoch = p.Epoch
 			if !t.sameContent(&p) {
 				t.Epoch++
@@ -142,4 +165,13 @@ func ComputeTables(cfg Config, up map[string]bool, prev map[string]VServerTable,
 		out = append(out, t)
 	}
 	return out, nil
+}
+
+func anyPositive(ws []uint32) bool {
+	for _, w := range ws {
+		if w > 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -55,6 +55,10 @@ func TestComputeTables(t *testing.T) {
 	}
 	up["web1"] = false
 	next, _ := ComputeTables(c, up, prev, 251)
+	fresh, _ := ComputeTables(c, up, nil, 251)
+	if TablesDigest(next) != TablesDigest(fresh) {
+		t.Error("tables computed from prev differ from fresh ones")
+	}
 	for _, tb := range next {
 		want := uint64(1)
 		if tb.VServer == "vs1" {

@@ -150,10 +150,17 @@ func (v *validator) run() {
 		t    ServiceType
 	}
 	svcAddrs := map[svcKey]string{}
+	boundTo := map[string][]string{} // service → vservers, sorted
+	for _, b := range c.Bindings {
+		boundTo[b.Service] = append(boundTo[b.Service], b.VServer)
+	}
+	for _, vs := range boundTo {
+		slices.Sort(vs)
+	}
 	for i := range c.Services {
 		s := &c.Services[i]
 		obj := "service " + s.Name
-		bound := c.VServersOf(s.Name)
+		bound := boundTo[s.Name]
 		if !validName(s.Name) {
 			v.add(RuleName, obj, "use 1-127 letters, digits, '_', '.', '-', starting with a letter or digit", bound, "invalid service name %q", s.Name)
 		}
@@ -173,7 +180,7 @@ func (v *validator) run() {
 				"port * is allowed for type ANY only, service %s is %s", s.Name, s.Type)
 		}
 		if s.Monitor != "" {
-			if _, ok := c.Monitor(s.Monitor); !ok {
+			if _, ok := monitors[s.Monitor]; !ok {
 				v.add(RuleMonitorRef, obj, fmt.Sprintf("add monitor %s, or set service %s -monitor with an existing one", s.Monitor, s.Name), bound,
 					"service %s uses monitor %s, which does not exist", s.Name, s.Monitor)
 			}
@@ -226,10 +233,22 @@ func (v *validator) run() {
 	// (VIP, port, protocol) unique. A port-* vserver coexists with
 	// specific-port vservers on the same VIP: the more specific one wins, as
 	// on ADCs.
+	type listen struct {
+		vip  string
+		port uint16
+	}
+	byListen := map[listen][]*VServer{}
 	for i := range c.VServers {
-		for j := i + 1; j < len(c.VServers); j++ {
-			a, b := &c.VServers[i], &c.VServers[j]
-			if a.VIP == b.VIP && a.Port == b.Port && typeProtocols(a.Type)&typeProtocols(b.Type) != 0 {
+		k := listen{c.VServers[i].VIP.String(), c.VServers[i].Port}
+		byListen[k] = append(byListen[k], &c.VServers[i])
+	}
+	for _, group := range byListen {
+		for i := range group {
+			for j := i + 1; j < len(group); j++ {
+				a, b := group[i], group[j]
+				if typeProtocols(a.Type)&typeProtocols(b.Type) == 0 {
+					continue
+				}
 				for _, p := range [][2]*VServer{{a, b}, {b, a}} {
 					v.add(RuleVServerUnique, "lb vserver "+p[0].Name, fmt.Sprintf("use another VIP or port for one of them, e.g. rm lb vserver %s", p[1].Name),
 						[]string{a.Name, b.Name}, "lb vservers %s (%s) and %s (%s) both listen on %s port %s",
@@ -282,7 +301,7 @@ func (v *validator) run() {
 				"DSR forwarding needs USIP ON on service %s (lb vserver %s): the backend answers the client directly", svc.Name, vs.Name)
 		}
 		if vs.ConnFailover == FailoverStateless {
-			all := c.VServersOf(svc.Name)
+			all := boundTo[svc.Name]
 			if len(all) > 1 {
 				others := slices.DeleteFunc(slices.Clone(all), func(n string) bool { return n == vs.Name })
 				v.add(RuleStatelessBinding, obj, fmt.Sprintf("unbind lb vserver %s %s", others[0], svc.Name), all,
