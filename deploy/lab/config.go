@@ -52,6 +52,12 @@ type Config struct {
 	// Tandemd is the tandemd binary. Empty: nodes are plumbed and
 	// configured, but no tandemd is started.
 	Tandemd string
+	// Speaker is the labspeaker binary (test/cmd/labspeaker), started on
+	// every node in tandemd's place when Tandemd is empty: it announces the
+	// VIPs and the client prefixes by BGP from the node's node.yaml, so the
+	// routers' sessions and ECMP routes can be seen before tandemd exists.
+	// It does not forward anything. Empty: not started.
+	Speaker string
 	// Backend is the labbackend binary (test/cmd/labbackend). Empty: no
 	// backend servers are started.
 	Backend string

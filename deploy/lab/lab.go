@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -172,9 +173,20 @@ func (c Config) procs() []proc {
 				"-pidfile", c.pidFile(BackendName(j))}})
 		}
 	}
-	if c.Tandemd != "" {
+	switch {
+	case c.Tandemd != "":
 		for i := 1; i <= c.Nodes; i++ {
 			ps = append(ps, proc{name: NodeName(i), ns: c.NS(NodeName(i)), argv: []string{c.Tandemd, "--config", c.NodeConfigPath(i)}})
+		}
+	case c.Speaker != "":
+		c4, c6 := ClientPrefixes()
+		for i := 1; i <= c.Nodes; i++ {
+			argv := []string{c.Speaker, "-config", c.NodeConfigPath(i)}
+			for _, v := range c.VIPs {
+				argv = append(argv, "-vip", netip.PrefixFrom(v, v.BitLen()).String())
+			}
+			argv = append(argv, "-return", c4.String(), "-return", c6.String())
+			ps = append(ps, proc{name: NodeName(i), ns: c.NS(NodeName(i)), argv: argv})
 		}
 	}
 	return ps
@@ -347,7 +359,7 @@ func (l *Lab) Status(ctx context.Context) (Status, error) {
 				if strings.Contains(d, ":") {
 					fam = "-6"
 				}
-				out, _ := l.run.Run(ctx, []string{"ip", "-n", l.cfg.NS(role), fam, "route", "show", "match", d, "proto", "bird"})
+				out, _ := l.run.Run(ctx, []string{"ip", "-n", l.cfg.NS(role), fam, "route", "show", "root", d, "proto", "bird"})
 				b.Write(out)
 			}
 			st.Routes[role] = b.String()
@@ -406,4 +418,27 @@ func (s Status) Format() string {
 func indent(s string) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return "  " + strings.Join(lines, "\n  ") + "\n"
+}
+
+// ErrNotRunning is returned by Signal when the named process does not run.
+var ErrNotRunning = errors.New("process not running")
+
+// Signal sends sig to one of the lab's processes by name ("rfront",
+// "rback", "b2", "n3"), found through its pid file; the chaos runner kills
+// and freezes nodes with it.
+func (l *Lab) Signal(name string, sig syscall.Signal) error {
+	pid, ok := l.cfg.readPid(name)
+	if !ok {
+		return fmt.Errorf("signalling %s: %w", name, ErrNotRunning)
+	}
+	if err := syscall.Kill(pid, sig); err != nil {
+		return fmt.Errorf("signalling %s (pid %d): %w", name, pid, err)
+	}
+	return nil
+}
+
+// Pid returns the pid of one of the lab's processes, 0 when not running.
+func (l *Lab) Pid(name string) int {
+	pid, _ := l.cfg.readPid(name)
+	return pid
 }

@@ -50,6 +50,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	clients := fs.Int("clients", def.Clients, "client addresses per IP family")
 	state := fs.String("state", "", "state dir for configs, pid files, sockets and logs (default /run/tandem-lab/NAME)")
 	tandemd := fs.String("tandemd", "", "tandemd binary; empty: nodes are plumbed but not started")
+	speaker := fs.String("speaker", "", "labspeaker binary, run on the nodes in tandemd's place to announce the VIPs by BGP (routing only)")
 	backend := fs.String("backend", "", "labbackend binary (go build ./test/cmd/labbackend); empty: no backend servers")
 	bird := fs.String("bird", def.BIRD, "BIRD daemon")
 	birdc := fs.String("birdc", def.Birdc, "BIRD client")
@@ -75,7 +76,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	cfg := lab.Config{
 		Name: *name, Nodes: *nodes, Backends: *backends, Clients: *clients,
-		StateDir: abs(*state), Tandemd: abs(*tandemd), Backend: abs(*backend),
+		StateDir: abs(*state), Tandemd: abs(*tandemd), Speaker: abs(*speaker), Backend: abs(*backend),
 		BIRD: *bird, Birdc: *birdc,
 	}
 	level := slog.LevelWarn
