@@ -55,6 +55,9 @@ func run(args []string, stderr io.Writer) error {
 	if len(listen) == 0 {
 		return errors.New("no -listen address: give at least one address:port")
 	}
+	// Before listening: once a client can connect, SIGTERM is handled.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
 	log := slog.New(slog.NewTextHandler(stderr, nil)).With("backend", *name)
 	srv, err := traffic.NewServer(traffic.ServerConfig{Name: *name, IdleTimeout: *idle, Logger: log})
 	if err != nil {
@@ -81,8 +84,6 @@ func run(args []string, stderr io.Writer) error {
 		go func() { errc <- srv.ServeUDP(pc) }()
 		log.Info("serving", "addr", a)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	var tick <-chan time.Time
 	if *stats > 0 {
 		t := time.NewTicker(*stats)
