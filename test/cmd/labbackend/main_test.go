@@ -29,7 +29,9 @@ func TestServesHelloAndStopsOnSIGTERM(t *testing.T) {
 	pidfile := filepath.Join(t.TempDir(), "b.pid")
 	var stderr bytes.Buffer
 	done := make(chan error, 1)
-	go func() { done <- run([]string{"-name", "bx", "-listen", addr, "-pidfile", pidfile, "-stats", "0"}, &stderr) }()
+	go func() {
+		done <- run([]string{"-name", "bx", "-listen", addr, "-pidfile", pidfile, "-stats", "0"}, &stderr)
+	}()
 	var c net.Conn
 	var err error
 	for range 100 {
