@@ -71,9 +71,12 @@ type ProbeResult struct {
 	Seq     uint64 `json:"seq"`
 }
 
-// HealthReport is every probe result of one node, sorted by service.
+// HealthReport is every probe result of one node, sorted by service. Seq
+// orders one node's reports (it grows with every change, and a restarted
+// node starts above its previous run): a higher one replaces the whole set.
 type HealthReport struct {
 	Node    string        `json:"node"`
+	Seq     uint64        `json:"seq"`
 	Results []ProbeResult `json:"results"`
 }
 

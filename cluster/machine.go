@@ -188,7 +188,11 @@ type Machine struct {
 	runnable Config // config.Quarantine(): what the data plane may program
 	digest   string
 	reports  map[string]map[string]ProbeResult // node → service → result
-	ownSeq   uint64
+	// reportSeq is the sequence number of the report held per node; it is
+	// kept when a member dies, so a stale copy of its old report arriving
+	// after it restarted cannot replace the newer incarnation's.
+	reportSeq map[string]uint64
+	ownSeq    uint64
 
 	synced    bool
 	tables    map[string]VServerTable
@@ -218,6 +222,7 @@ func NewMachine(cfg MachineConfig) (*Machine, error) {
 		cfg:       cfg,
 		members:   map[string]*member{},
 		reports:   map[string]map[string]ProbeResult{},
+		reportSeq: map[string]uint64{},
 		tables:    map[string]VServerTable{},
 		announced: map[netip.Addr]bool{},
 		ownSeq:    cfg.HealthSeqBase,
@@ -231,6 +236,10 @@ func NewMachine(cfg MachineConfig) (*Machine, error) {
 	self.Digest = m.digest
 	m.members[self.ID] = &member{meta: self, state: StateAlive}
 	m.lastMeta = self
+	m.reportSeq[self.ID] = m.ownSeq
+	// An empty first report replaces whatever a previous run of this node
+	// left in the others' view.
+	m.broadcastHealth()
 	m.recompute()
 	return m, nil
 }
@@ -252,6 +261,7 @@ func (m *Machine) Tick() {
 		if mem.state == StateDead && m.tick-mem.since >= m.cfg.ForgetDeadTicks {
 			delete(m.members, id)
 			delete(m.reports, id)
+			delete(m.reportSeq, id)
 		}
 	}
 	if m.tick-m.lastSent >= m.cfg.HealthResendTicks {
@@ -333,6 +343,7 @@ func (m *Machine) LocalProbe(service string, up bool) {
 		return
 	}
 	m.ownSeq++
+	m.reportSeq[m.cfg.Self.ID] = m.ownSeq
 	own[service] = ProbeResult{Service: service, Up: up, Seq: m.ownSeq}
 	m.broadcastHealth()
 	m.recompute()
@@ -343,44 +354,51 @@ func (m *Machine) LocalProbe(service string, up bool) {
 func (m *Machine) ForgetProbe(service string) {
 	if _, ok := m.reports[m.cfg.Self.ID][service]; ok {
 		delete(m.reports[m.cfg.Self.ID], service)
+		m.ownSeq++
+		m.reportSeq[m.cfg.Self.ID] = m.ownSeq
 		m.broadcastHealth()
 		m.recompute()
 	}
 }
 
-// Health merges another node's report: per service, a higher sequence
-// number wins. Reports about this node itself and from members not live
-// are ignored. It returns whether anything was new (the adapter then
+// Health takes another node's report: a report is the node's whole set of
+// verdicts, and one with a higher sequence number replaces the one held
+// (so a verdict the node dropped disappears too). Reports about this node
+// itself and from dead members are ignored. It returns whether anything was new (the adapter then
 // re-gossips the report, so it spreads epidemically).
 func (m *Machine) Health(r HealthReport) bool {
 	if r.Node == m.cfg.Self.ID {
 		return false
 	}
-	if mem, ok := m.members[r.Node]; !ok || !mem.state.live() {
+	// Reports of members not known yet are kept (push/pull on join can
+	// bring them before memberlist announces the members); they count once
+	// the member is live. Reports of dead members are dropped.
+	if mem, ok := m.members[r.Node]; ok && !mem.state.live() {
 		return false
 	}
-	cur := m.reports[r.Node]
-	if cur == nil {
-		cur = map[string]ProbeResult{}
-		m.reports[r.Node] = cur
+	// An equal sequence number is taken again only when the results were
+	// dropped (the member was thought dead but is back, unchanged).
+	_, held := m.reports[r.Node]
+	if seq, ok := m.reportSeq[r.Node]; ok && (r.Seq < seq || r.Seq == seq && held) {
+		return false
 	}
-	changed := false
+	cur := make(map[string]ProbeResult, len(r.Results))
 	for _, p := range r.Results {
-		if old, ok := cur[p.Service]; !ok || p.Seq > old.Seq {
-			cur[p.Service] = p
-			changed = true
-		}
+		cur[p.Service] = p
 	}
-	if changed {
-		m.recompute()
-	}
-	return changed
+	m.reports[r.Node] = cur
+	m.reportSeq[r.Node] = r.Seq
+	m.recompute()
+	return true
 }
 
 // HealthReports returns every report held, sorted (the MsgState payload).
 func (m *Machine) HealthReports() []HealthReport {
 	ids := make([]string, 0, len(m.reports))
-	for id := range m.reports {
+	for id := range m.reportSeq {
+		if _, ok := m.reports[id]; !ok && id != m.cfg.Self.ID {
+			continue
+		}
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
@@ -392,7 +410,7 @@ func (m *Machine) HealthReports() []HealthReport {
 }
 
 func (m *Machine) reportOf(id string) HealthReport {
-	r := HealthReport{Node: id}
+	r := HealthReport{Node: id, Seq: m.reportSeq[id]}
 	for _, p := range m.reports[id] {
 		r.Results = append(r.Results, p)
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -32,7 +33,7 @@ import (
 //	probe ID[,ID...|all] SVC up|down probe verdicts
 //	drain ID | undrain ID
 //	deliver                          deliver queued messages until quiet
-//	tick [N]                         N ticks on every node, delivering after each
+//	tick [N]                         N ticks on every node, delivering and push/pull after each
 //	show tables|vips|members ID|pairs ID|health ID|config ID|owner ID ADDR PORT
 //
 // After each command the harness prints, per node, the data-plane effects it
@@ -262,6 +263,21 @@ func (s *sim) join(n *simNode) {
 	s.drain()
 }
 
+// antiEntropy is memberlist's periodic push/pull: every live node
+// exchanges full state with the next live node in id order.
+func (s *sim) antiEntropy() {
+	live := s.live()
+	if len(live) < 2 {
+		return
+	}
+	for i, n := range live {
+		o := live[(i+1)%len(live)]
+		s.receive(o, Message{Type: MsgState, From: n.id, Entries: n.store.Entries(), Health: n.m.HealthReports()})
+		s.receive(n, Message{Type: MsgState, From: o.id, Entries: o.store.Entries(), Health: o.m.HealthReports()})
+		s.drain()
+	}
+}
+
 func (s *sim) run(cmd string) string {
 	var out strings.Builder
 	s.out = &out
@@ -350,6 +366,7 @@ func (s *sim) run(cmd string) string {
 			}
 			s.drain()
 			s.deliver()
+			s.antiEntropy()
 		}
 	case "show":
 		s.show(&out, args)
@@ -591,6 +608,99 @@ func TestScenarios(t *testing.T) {
 				if err := os.WriteFile(path, []byte(rewritten.String()), 0o644); err != nil {
 					t.Fatal(err)
 				}
+			}
+		})
+	}
+}
+
+// TestMachinesConvergeProperty: random joins, failures, restarts, probe
+// verdicts and edits on five simulated nodes; once every message is
+// delivered, all live nodes hold the same document and compute the same
+// tables, equal to ComputeTables of that document and the majority rule.
+func TestMachinesConvergeProperty(t *testing.T) {
+	withBackends, withDown := 0, 0 // the runs must not all be trivial
+	defer func() {
+		if !t.Failed() && (withBackends < 10 || withDown < 10) {
+			t.Errorf("only %d runs ended with a programmed backend and %d with a DOWN one", withBackends, withDown)
+		}
+	}()
+	for seed := uint64(0); seed < 30; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, 7))
+			s := newSim(t)
+			for i := 1; i <= 5; i++ {
+				s.run(fmt.Sprintf("add-node n%d", i))
+			}
+			s.run("edit n1 add vserver vs1 ANY 203.0.113.10 80 method=SRCIPSRCPORTHASH failover=STATELESS")
+			s.run("edit n1 add vserver vs2 TCP 203.0.113.11 80 method=ROUNDROBIN failover=STATEFUL")
+			for b := 0; b < 4; b++ {
+				s.run(fmt.Sprintf("edit n1 add service a%d 10.0.2.%d ANY 8080 usip=yes", b, 10+b))
+				s.run(fmt.Sprintf("edit n1 add service t%d 10.0.3.%d TCP 80", b, 10+b))
+			}
+			s.run("deliver")
+			for step := 0; step < 60; step++ {
+				id := fmt.Sprintf("n%d", 1+rng.IntN(5))
+				n := s.nodes[id]
+				switch r := rng.IntN(10); {
+				case r < 4 && !n.down:
+					svc := fmt.Sprintf("%c%d", "at"[rng.IntN(2)], rng.IntN(4))
+					s.run(fmt.Sprintf("probe %s %s %s", id, svc, []string{"up", "down"}[rng.IntN(2)]))
+				case r < 6 && !n.down:
+					b := rng.IntN(4)
+					switch rng.IntN(3) {
+					case 0:
+						s.run(fmt.Sprintf("edit %s bind vs1 a%d weight=%d", id, b, 1+rng.IntN(3)))
+					case 1:
+						s.run(fmt.Sprintf("edit %s bind vs2 t%d", id, b))
+					default:
+						s.run(fmt.Sprintf("edit %s unbind vs%d %c%d", id, 1+rng.IntN(2), "at"[rng.IntN(2)], b))
+					}
+				case r < 7 && !n.down && len(s.live()) > 2:
+					s.run("fail " + id)
+				case r < 8 && n.down:
+					s.run("restart " + id)
+				case r < 9:
+					s.run("deliver")
+				default:
+					s.run("tick")
+				}
+			}
+			s.run("deliver")
+			s.run("tick 6") // health re-gossip repairs what a failure dropped
+			live := s.live()
+			want := live[0]
+			cfg := want.store.Config()
+			for _, n := range live[1:] {
+				if n.store.StateDigest() != want.store.StateDigest() {
+					t.Fatalf("%s and %s hold different documents", want.id, n.id)
+				}
+				if n.m.TablesDigest() != want.m.TablesDigest() {
+					t.Fatalf("%s and %s compute different tables:\n%v\n%v", want.id, n.id, want.m.ServiceHealth(), n.m.ServiceHealth())
+				}
+			}
+			up := map[string]bool{}
+			for _, h := range want.m.ServiceHealth() {
+				up[h.Service] = 2*len(h.UpVotes) > h.Voters
+			}
+			ts, err := ComputeTables(cfg, up, nil, scenarioTableSize)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if TablesDigest(ts) != want.m.TablesDigest() {
+				t.Fatal("machine tables differ from ComputeTables of the agreed state")
+			}
+			hasUp, hasDown := false, false
+			for _, tb := range ts {
+				for _, w := range tb.Weights {
+					hasUp = hasUp || w > 0
+					hasDown = hasDown || w == 0
+				}
+			}
+			if hasUp {
+				withBackends++
+			}
+			if hasDown {
+				withDown++
 			}
 		})
 	}
