@@ -295,7 +295,7 @@ func (d *Daemon) Run(ctx context.Context, ready chan<- struct{}) (err error) {
 	if ready != nil {
 		close(ready)
 	}
-	d.log.Info("tandemd running", "node", d.cfg.NodeID)
+	d.log.Info("tandemd running")
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {

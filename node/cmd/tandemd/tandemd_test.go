@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tandem-lb/tandem/cluster"
+	"github.com/tandem-lb/tandem/node/api"
+	"github.com/tandem-lb/tandem/node/internal/nstest"
+)
+
+// The test binary doubles as tandemd: run as a child with this variable set,
+// it is the daemon (so the test needs no separate build).
+const mainEnv = "TN_TANDEMD_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(mainEnv) != "" {
+		os.Exit(run(os.Args[1:], os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+func TestCheckConfig(t *testing.T) {
+	var out bytes.Buffer
+	if code := run([]string{"--config", "../../config/testdata/node.yaml", "--check"}, &out); code != 0 {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+	out.Reset()
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("nodeId: n1\nbogus: 1\n"), 0o600)
+	if code := run([]string{"--config", bad}, &out); code != 2 || !strings.Contains(out.String(), "line 2: unknown key \"bogus\"") {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startTandemd(t *testing.T, ns, conf string) (*exec.Cmd, *syncBuffer, chan error) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns, exe, "--config", conf)
+	cmd.Env = append(os.Environ(), mainEnv+"=1")
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+		if t.Failed() {
+			t.Logf("tandemd output:\n%s", out.String())
+		}
+	})
+	return cmd, out, done
+}
+
+// TestTandemdWithBIRD runs tandemd as a process in a namespace, peering
+// with BIRD in another: the VIP route appears once the node is ready (a
+// vserver with a healthy backend), and is gone within 1s of SIGTERM.
+func TestTandemdWithBIRD(t *testing.T) {
+	nstest.RequireRoot(t, "bird", "birdc")
+	nsR, nsN, nsB := nstest.NewNS(t, "ir"), nstest.NewNS(t, "in"), nstest.NewNS(t, "ib")
+	front, _ := nstest.Veth(t, nsN, []string{"10.0.0.1/30"}, nsR, []string{"10.0.0.2/30"})
+	back, _ := nstest.Veth(t, nsN, []string{"10.0.2.1/24"}, nsB, []string{"10.0.2.11/24"})
+	bird := nstest.StartBIRD(t, nsR, `
+router id 10.0.0.2;
+protocol device { scan time 1; }
+protocol bgp tn4 {
+	local 10.0.0.2 as 65000; neighbor 10.0.0.1 as 65001; passive on; hold time 9;
+	ipv4 { import all; export none; };
+}
+`)
+	dir := t.TempDir()
+	key := make([]byte, 32)
+	rand.Read(key)
+	keyring := filepath.Join(dir, "keyring")
+	os.WriteFile(keyring, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600)
+	sock := filepath.Join(dir, "api.sock")
+	conf := filepath.Join(dir, "node.yaml")
+	os.WriteFile(conf, []byte(fmt.Sprintf(`nodeId: n1
+interfaces: {front: %s, back: %s}
+memberlist: {bindAddr: 10.0.0.1, keyringFile: %s}
+bgp:
+  localAs: 65001
+  peers:
+    - {address: 10.0.0.2, as: 65000}
+api: {socket: %s}
+metrics: {listen: "127.0.0.1:9410"}
+stateDir: %s
+xdpMode: native
+log: {level: debug}
+`, front.Name, back.Name, keyring, sock, filepath.Join(dir, "state"))), 0o600)
+
+	cmd, out, done := startTandemd(t, nsN, conf)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("tandemd exited at start: %v\n%s", err, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no api socket within 20s:\n%s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// A second tandemd on the same state directory is refused.
+	second := exec.Command("ip", "netns", "exec", nsN, os.Args[0], "--config", conf)
+	second.Env = append(os.Environ(), mainEnv+"=1")
+	so, err := second.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 || !strings.Contains(string(so), "another tandemd is already running") {
+		t.Errorf("second tandemd: %v\n%s", err, so)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := api.NewClient(api.ClientConfig{Node: sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Port "*" services are UP without a probe; this test is about the
+	// node's lifecycle, not the health checker.
+	if _, err := c.AddService(ctx, cluster.Service{Name: "web1", IP: netip.MustParseAddr("10.0.2.11"), Type: cluster.TypeANY, Port: 0, USIP: true}); err != nil {
+		t.Fatal(err)
+	}
+	configured := time.Now()
+	if _, err := c.AddVServer(ctx, cluster.VServer{Name: "vs1", Type: cluster.TypeANY, VIP: netip.MustParseAddr("203.0.113.10"), Port: 80,
+		LBMethod: cluster.MethodSrcIPSrcPortHash, Persistence: cluster.PersistNone, ConnFailover: cluster.FailoverStateless, FwdMode: cluster.FwdNAT}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Bind(ctx, "vs1", "web1", 1); err != nil {
+		t.Fatal(err)
+	}
+	vip := netip.MustParsePrefix("203.0.113.10/32")
+	d := bird.WaitRoute(t, "", 20*time.Second, "the VIP in BIRD once the node is ready", func(r map[netip.Prefix]nstest.Route) bool {
+		_, ok := r[vip]
+		return ok
+	})
+	t.Logf("VIP route in BIRD %v after the bind (%v after configuring)", d, time.Since(configured))
+	if lo := nstest.InNS(t, nsN, "ip", "-o", "addr", "show", "dev", "lo"); !strings.Contains(lo, "203.0.113.10/32") {
+		t.Errorf("VIP not on lo while announced:\n%s", lo)
+	}
+	if v := strings.TrimSpace(nstest.InNS(t, nsN, "cat", "/proc/sys/net/ipv4/ip_forward")); v != "1" {
+		t.Errorf("ip_forward = %s while running", v)
+	}
+	cv, err := c.Cluster(ctx)
+	if err != nil || len(cv.Members) != 1 || len(cv.Members[0].BGP) != 1 || cv.Members[0].BGP[0].State != "ESTABLISHED" {
+		t.Errorf("show cluster: %+v %v", cv, err)
+	}
+
+	// SIGTERM: the route goes first, within 1s; the process exits 0.
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	d = bird.WaitRoute(t, "", time.Second, "the VIP gone after SIGTERM", func(r map[netip.Prefix]nstest.Route) bool {
+		_, ok := r[vip]
+		return !ok
+	})
+	t.Logf("VIP route gone from BIRD %v after SIGTERM", d)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("tandemd exit: %v\n%s", err, out.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("tandemd did not exit within 15s of SIGTERM:\n%s", out.String())
+	}
+	if lo := nstest.InNS(t, nsN, "ip", "-o", "addr", "show", "dev", "lo"); strings.Contains(lo, "203.0.113.10") {
+		t.Errorf("VIP left on lo after exit:\n%s", lo)
+	}
+	if v := strings.TrimSpace(nstest.InNS(t, nsN, "cat", "/proc/sys/net/ipv4/ip_forward")); v != "0" {
+		t.Errorf("ip_forward = %s after exit, want restored 0", v)
+	}
+	if xdp := nstest.InNS(t, nsN, "ip", "-o", "link", "show", "dev", front.Name); strings.Contains(xdp, "xdp") {
+		t.Errorf("XDP still attached after exit:\n%s", xdp)
+	}
+	for _, want := range []string{"bgp routes withdrawn", "left the cluster", "data plane unloaded", "vip addresses removed", "sysctls restored", "stopped cleanly"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
+	log := out.String()
+	if os.Getenv("TN_SHOW_LOG") != "" {
+		t.Logf("tandemd output:\n%s", log)
+	}
+	if strings.Index(log, "bgp routes withdrawn") > strings.Index(log, "data plane unloaded") {
+		t.Error("data plane unloaded before the routes were withdrawn")
+	}
+}
