@@ -9,6 +9,31 @@
 // violation, 404 not found, 409 already exists, 400 a malformed request),
 // 5xx only internal faults.
 //
+// Endpoints (bodies and answers are this package's types):
+//
+//	GET    /v1/config                          ConfigDoc
+//	POST   /v1/apply                           ApplyRequest -> Result
+//	GET    /v1/services[/{name}]               []ServiceView | ServiceView
+//	POST   /v1/services                        cluster.Service -> Result
+//	PATCH  /v1/services/{name}                 ServicePatch -> Result
+//	DELETE /v1/services/{name}                 Result
+//	GET    /v1/vservers[/{name}]               []VServerView | VServerView
+//	POST   /v1/vservers                        cluster.VServer -> Result
+//	PATCH  /v1/vservers/{name}                 VServerPatch -> Result
+//	DELETE /v1/vservers/{name}                 Result (bindings go too)
+//	POST   /v1/vservers/{name}/bindings        BindRequest -> Result
+//	DELETE /v1/vservers/{name}/bindings/{svc}  Result
+//	GET    /v1/monitors                        []cluster.Monitor
+//	POST   /v1/monitors                        cluster.Monitor -> Result
+//	PATCH  /v1/monitors/{name}                 MonitorPatch -> Result
+//	DELETE /v1/monitors/{name}                 Result
+//	GET    /v1/cluster                         ClusterView
+//	GET    /v1/nodes/{name}                    NodeStatus
+//	POST   /v1/nodes/{name}/drain|undrain      DrainResult
+//	GET    /v1/rpcnodes                        []RPCNode
+//	GET    /v1/connections?vserver=&node=      []Conn
+//	POST   /v1/explain                         ExplainRequest -> Explanation
+//
 // The wire types are this package's own, not the cluster package's internal
 // snapshots, so that the API stays stable while the daemon's internals move;
 // the configuration objects themselves (cluster.Service, cluster.VServer, ...)
