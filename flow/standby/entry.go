@@ -209,7 +209,16 @@ func (r *Record) Validate() error {
 	if fam == familyV4 && (!allZero(r[offBackend+4:offBackend+16]) || !allZero(r[offSNAT+4:offSNAT+16])) {
 		return fmt.Errorf("%w: IPv4 address with non-zero padding", ErrInvalidRecord)
 	}
+	if fam == familyV6 && (is4in6(r[offBackend:]) || is4in6(r[offSNAT:])) {
+		return fmt.Errorf("%w: IPv4-mapped address in an IPv6 record", ErrInvalidRecord)
+	}
 	return nil
+}
+
+// is4in6 reports an IPv4-mapped IPv6 address: Encode writes those as IPv4,
+// so an IPv6 record holding one is not canonical.
+func is4in6(b []byte) bool {
+	return allZero(b[:10]) && b[10] == 0xff && b[11] == 0xff
 }
 
 // Validate checks the key as Record.Validate does.
@@ -228,6 +237,9 @@ func validateKey(b []byte) error {
 	}
 	if fam == familyV4 && (!allZero(b[10:22]) || !allZero(b[26:38])) {
 		return fmt.Errorf("%w: IPv4 address with non-zero padding", ErrInvalidRecord)
+	}
+	if fam == familyV6 && (is4in6(b[6:]) || is4in6(b[22:])) {
+		return fmt.Errorf("%w: IPv4-mapped address in an IPv6 record", ErrInvalidRecord)
 	}
 	return nil
 }
