@@ -92,7 +92,7 @@ func TestGoAndBPFAgree(t *testing.T) {
 				b[i] = byte(rng.Uint32())
 			}
 			b[0] = 0x20 | b[0]&0x1f // global unicast (2000::/3): a multicast source fails fib
-			if n%10 == 0 { // IPv4-mapped clients hash as IPv4
+			if n%10 == 0 {          // IPv4-mapped clients hash as IPv4
 				copy(b[:12], []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff})
 			}
 			src = netip.AddrFrom16(b)
