@@ -455,7 +455,7 @@ func (c *Cluster) DeclareDead(id string) {
 	if id == c.cfg.NodeID {
 		return
 	}
-	c.withMachine(func(m *Machine) { m.MemberState(id, StateDead) })
+	c.withMachine(func(m *Machine) { m.DeclareDead(id) })
 	c.broadcast(Message{Type: MsgDead, From: c.cfg.NodeID, Dead: id})
 }
 
@@ -598,7 +598,7 @@ func (c *Cluster) receive(msg Message) {
 					newDead = true
 				}
 			}
-			m.MemberState(msg.Dead, StateDead)
+			m.DeclareDead(msg.Dead)
 		}
 	})
 	if msg.Type == MsgHealth {

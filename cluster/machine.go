@@ -39,7 +39,7 @@ import (
 // such pair getting id AutoPairBase+k. Dead members keep their place (their
 // pair shows unprotected) until ForgetDeadTicks have passed, so one failure
 // does not re-pair the cluster. A pair's active member (the owner of its
-// flows) is its first live member in node-id order.
+// flows) is its first live, undrained member in node-id order.
 
 // AutoPairBase is the first pair id given to pairs formed from sorted node
 // ids; configured pair ids must be below it.
@@ -85,6 +85,11 @@ type MachineConfig struct {
 	// ForgetDeadTicks: a dead member is forgotten (and pairs re-form) after
 	// this many ticks (default 9000: 30 min at a 200 ms tick).
 	ForgetDeadTicks uint64
+	// ConfirmDeadTicks: a member declared dead by a partner (DeclareDead)
+	// is taken back as alive if memberlist has not confirmed it dead within
+	// this many ticks (default 25: 5 s at a 200 ms tick, well above
+	// memberlist's tightened detection time).
+	ConfirmDeadTicks uint64
 	// HealthSeqBase is where this node's probe sequence numbers start. A
 	// restarted node must start above its previous run so that its new
 	// results win over old copies still gossiped; the adapter passes the
@@ -175,6 +180,9 @@ type member struct {
 	addr  netip.AddrPort
 	state MemberState
 	since uint64 // tick of the last state change
+	// declared: dead on a partner's word (DeclareDead), not yet confirmed
+	// by memberlist.
+	declared bool
 }
 
 // Machine is the per-node cluster state machine. Not safe for concurrent
@@ -214,6 +222,9 @@ func NewMachine(cfg MachineConfig) (*Machine, error) {
 	}
 	if cfg.ForgetDeadTicks == 0 {
 		cfg.ForgetDeadTicks = 9000
+	}
+	if cfg.ConfirmDeadTicks == 0 {
+		cfg.ConfirmDeadTicks = 25
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -257,6 +268,13 @@ func (m *Machine) Ready() []Effect {
 // Tick advances time by one tick.
 func (m *Machine) Tick() {
 	m.tick++
+	for _, mem := range m.members {
+		if mem.declared && m.tick-mem.since >= m.cfg.ConfirmDeadTicks {
+			mem.declared = false
+			mem.state = StateAlive
+			mem.since = m.tick
+		}
+	}
 	for id, mem := range m.members {
 		if mem.state == StateDead && m.tick-mem.since >= m.cfg.ForgetDeadTicks {
 			delete(m.members, id)
@@ -291,6 +309,7 @@ func (m *Machine) Member(meta MemberMeta, addr netip.AddrPort, state MemberState
 		mem = &member{since: m.tick}
 		m.members[meta.ID] = mem
 	}
+	mem.declared = false // memberlist's word replaces a partner's
 	if mem.state != state {
 		mem.since = m.tick
 		if !state.live() {
@@ -305,14 +324,29 @@ func (m *Machine) Member(meta MemberMeta, addr netip.AddrPort, state MemberState
 	m.recompute()
 }
 
-// MemberState changes only the state of a known member (suspect, or dead
-// as declared by a partner's MsgDead); unknown ids are ignored.
+// MemberState changes only the state of a known member, as memberlist
+// reports it; unknown ids are ignored.
 func (m *Machine) MemberState(id string, state MemberState) {
 	mem, ok := m.members[id]
 	if !ok || id == m.cfg.Self.ID {
 		return
 	}
 	m.Member(mem.meta, mem.addr, state)
+}
+
+// DeclareDead marks a live member dead on a partner's word (its mirroring
+// connection closed and a direct probe failed: MsgDead), ahead of
+// memberlist's suspicion. If memberlist has not confirmed the death within
+// ConfirmDeadTicks (it keeps reporting the member alive or never reports
+// it dead), the member is taken back as alive: a false declaration costs a
+// few seconds, not a member lost forever.
+func (m *Machine) DeclareDead(id string) {
+	mem, ok := m.members[id]
+	if !ok || id == m.cfg.Self.ID || !mem.state.live() {
+		return
+	}
+	m.Member(mem.meta, mem.addr, StateDead)
+	mem.declared = true
 }
 
 // SetConfig installs the current configuration (the Store's merged document).
@@ -580,7 +614,15 @@ func (m *Machine) pairStatus(id uint32, configured bool, ids []string) PairStatu
 			live = append(live, n)
 		}
 	}
-	if len(live) > 0 {
+	// The active member is the first live one that is not drained (a
+	// drained node takes no new flows), else the first live one.
+	for _, n := range live {
+		if !m.members[n].meta.Drained {
+			p.Active = n
+			break
+		}
+	}
+	if p.Active == "" && len(live) > 0 {
 		p.Active = live[0]
 	}
 	switch {

@@ -28,6 +28,7 @@ import (
 //
 //	add-node ID [pair=N] [proto=N]   join (with a push/pull state exchange)
 //	fail ID | suspect ID | leave ID  what the others' memberlist reports
+//	declare-dead BY ID               BY's partner check declares ID dead (MsgDead)
 //	restart ID                       a failed node comes back (same state dir)
 //	edit ID CMD...                   a config change on node ID (see runEdit)
 //	probe ID[,ID...|all] SVC up|down probe verdicts
@@ -112,7 +113,7 @@ func (s *sim) receive(n *simNode, msg Message) {
 	case MsgHealth:
 		n.m.Health(msg.Health[0])
 	case MsgDead:
-		n.m.MemberState(msg.Dead, StateDead)
+		n.m.DeclareDead(msg.Dead)
 	}
 	s.syncConfig(n)
 }
@@ -234,7 +235,8 @@ func (s *sim) node(id string) *simNode {
 
 func (s *sim) newMachine(n *simNode) {
 	s.seqGen += 1000
-	m, err := NewMachine(MachineConfig{Self: n.meta, TableSize: scenarioTableSize, HealthResendTicks: 5, ForgetDeadTicks: 20, HealthSeqBase: s.seqGen})
+	m, err := NewMachine(MachineConfig{Self: n.meta, TableSize: scenarioTableSize, HealthResendTicks: 5, ForgetDeadTicks: 20,
+		ConfirmDeadTicks: 3, HealthSeqBase: s.seqGen})
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -349,6 +351,13 @@ func (s *sim) run(cmd string) string {
 		for _, n := range targets {
 			n.m.LocalProbe(args[1], args[2] == "up")
 		}
+		s.drain()
+	case "declare-dead":
+		// args[0] saw args[1]'s mirroring connection close: it declares it
+		// dead at once and tells the cluster.
+		n := s.node(args[0])
+		n.m.DeclareDead(args[1])
+		s.send(n.id, Message{Type: MsgDead, From: n.id, Dead: args[1]})
 		s.drain()
 	case "drain", "undrain":
 		s.node(args[0]).m.SetDrained(f[0] == "drain")
