@@ -18,14 +18,14 @@ import (
 )
 
 // DefaultSocket is where tandemd serves its API unix socket.
-const DefaultSocket = "/run/tandem/api.sock"
+const DefaultSocket = "/run/tandem/tandemd.sock"
 
 // DefaultClientTimeout is ClientConfig.Timeout's default.
 const DefaultClientTimeout = 30 * time.Second
 
 // ClientConfig configures NewClient.
 type ClientConfig struct {
-	// Node is a unix socket path ("/run/tandem/api.sock" or
+	// Node is a unix socket path ("/run/tandem/tandemd.sock" or
 	// "unix:/run/...") or an https:// URL of a node's TCP listener.
 	// Default DefaultSocket.
 	Node string
