@@ -39,12 +39,16 @@ type Config struct {
 	// Clients is the number of client addresses per IP family on the client
 	// namespace's loopback. Default 16. At most MaxClients.
 	Clients int
-	// VIPs are the addresses the front router accepts from the nodes (as
-	// host routes inside VIPRange4/VIPRange6); the first of each family is
-	// the one examples use. Default 198.19.0.10 and fd00:7a6d:ff::10.
+	// VIPs are the lab's VIPs, inside VIPRange4/VIPRange6 (the ranges the
+	// front router accepts). The example cluster configuration
+	// (ClusterYAML) puts the stateless vservers on the first VIP of each
+	// family and the stateful ones on the second. Default 198.19.0.10,
+	// fd00:7a6d:ff::10, 198.19.0.11, fd00:7a6d:ff::11.
 	VIPs []netip.Addr
-	// ServicePort is the port the backend servers listen on, TCP and UDP.
-	// Default 8080.
+	// ServicePort is the port the backend servers listen on, TCP and UDP,
+	// for the stateless vservers; they listen on ServicePort+1 too, for the
+	// stateful ones (a service bound to a stateless vserver is bound to no
+	// other). Default 8080.
 	ServicePort uint16
 	// StateDir holds configs, pid files, sockets and logs. Default
 	// /run/tandem-lab/<Name>.
@@ -105,7 +109,10 @@ func (c *Config) setDefaults() {
 		c.Clients = 16
 	}
 	if len(c.VIPs) == 0 {
-		c.VIPs = []netip.Addr{netip.MustParseAddr("198.19.0.10"), netip.MustParseAddr("fd00:7a6d:ff::10")}
+		c.VIPs = []netip.Addr{
+			netip.MustParseAddr("198.19.0.10"), netip.MustParseAddr("fd00:7a6d:ff::10"),
+			netip.MustParseAddr("198.19.0.11"), netip.MustParseAddr("fd00:7a6d:ff::11"),
+		}
 	}
 	if c.ServicePort == 0 {
 		c.ServicePort = 8080
@@ -156,6 +163,9 @@ func (c *Config) validate() error {
 		if !VIPRange4.Contains(v) && !VIPRange6.Contains(v) {
 			return fmt.Errorf("VIP %v is outside the lab's VIP ranges %v and %v, which the front router accepts", v, VIPRange4, VIPRange6)
 		}
+	}
+	if c.ServicePort == 65535 {
+		return fmt.Errorf("service port 65535 leaves no room for the stateful services' port above it")
 	}
 	if c.HoldTime < 3*time.Second || c.Keepalive <= 0 || c.Keepalive >= c.HoldTime {
 		return fmt.Errorf("hold time %v / keepalive %v: BGP needs a hold time of at least 3s above a positive keepalive", c.HoldTime, c.Keepalive)

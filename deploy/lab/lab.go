@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -122,7 +123,12 @@ func (l *Lab) WriteConfigs() error {
 	if err != nil {
 		return err
 	}
+	cy, err := c.ClusterYAML()
+	if err != nil {
+		return err
+	}
 	files := map[string][]byte{
+		c.ClusterYAMLPath():   cy,
 		c.birdConf(RoleFront): front,
 		c.birdConf(RoleBack):  back,
 	}
@@ -170,6 +176,8 @@ func (c Config) procs() []proc {
 				"-name", BackendName(j),
 				"-listen", netip.AddrPortFrom(a.V4, c.ServicePort).String(),
 				"-listen", netip.AddrPortFrom(a.V6, c.ServicePort).String(),
+				"-listen", netip.AddrPortFrom(a.V4, c.ServicePort+1).String(),
+				"-listen", netip.AddrPortFrom(a.V6, c.ServicePort+1).String(),
 				"-pidfile", c.pidFile(BackendName(j))}})
 		}
 	}
@@ -219,7 +227,9 @@ func (l *Lab) waitBIRD(ctx context.Context, role string, timeout time.Duration) 
 		if _, err = l.Birdc(ctx, role, "show", "status"); err == nil {
 			return nil
 		}
-		if _, ok := l.cfg.readPid(role); !ok {
+		// Only a pid that is gone means BIRD died: while "ip netns exec"
+		// becomes bird, its command line may briefly read empty.
+		if pid := l.pidFromFile(role); pid == 0 || !alive(pid) {
 			return fmt.Errorf("BIRD of %s exited; see %s: %w", role, l.cfg.logFile(role), err)
 		}
 		select {
@@ -435,6 +445,16 @@ func (l *Lab) Signal(name string, sig syscall.Signal) error {
 		return fmt.Errorf("signalling %s (pid %d): %w", name, pid, err)
 	}
 	return nil
+}
+
+// pidFromFile returns the pid a pid file records, without checking it.
+func (l *Lab) pidFromFile(name string) int {
+	b, err := os.ReadFile(l.cfg.pidFile(name))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
 }
 
 // Pid returns the pid of one of the lab's processes, 0 when not running.

@@ -44,6 +44,11 @@ func (c Config) ownsPid(pid int) bool {
 	if err != nil || !bytes.Contains(cmdline, []byte(c.StateDir+"/")) {
 		return false
 	}
+	return alive(pid)
+}
+
+// alive reports whether pid exists and has not exited.
+func alive(pid int) bool {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return false

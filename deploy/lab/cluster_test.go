@@ -1,0 +1,51 @@
+package lab
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tandem-lb/tandem/cluster"
+)
+
+// The example cluster configuration must be what clusterctl apply reads
+// (strict YAML into cluster.Config) and must break no rule.
+func TestClusterYAMLValid(t *testing.T) {
+	c := Default()
+	b, err := c.ClusterYAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "cluster.yaml", b)
+	var cc cluster.Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cc); err != nil {
+		t.Fatalf("decoding: %v\n%s", err, b)
+	}
+	if err := cc.Validate(); err != nil {
+		t.Fatalf("the lab's cluster.yaml breaks rules: %v", err)
+	}
+	if len(cc.VServers) != 4 || len(cc.Services) != 4*c.Backends || len(cc.Bindings) != 4*c.Backends {
+		t.Fatalf("%d vservers, %d services, %d bindings", len(cc.VServers), len(cc.Services), len(cc.Bindings))
+	}
+	for _, vs := range cc.VServers {
+		wantVIP := c.VIPs[map[string]int{"st4": 0, "st6": 1, "sf4": 2, "sf6": 3}[vs.Name]]
+		if vs.VIP != wantVIP {
+			t.Errorf("vserver %s on %v, want %v", vs.Name, vs.VIP, wantVIP)
+		}
+		stateful := strings.HasPrefix(vs.Name, "sf")
+		if (vs.ConnFailover == cluster.ConnFailover("STATEFUL")) != stateful {
+			t.Errorf("vserver %s: connFailover %s", vs.Name, vs.ConnFailover)
+		}
+	}
+	// Only the IPv4 VIPs: only the IPv4 vservers.
+	c.VIPs = c.VIPs[:1]
+	b, _ = c.ClusterYAML()
+	var one cluster.Config
+	if err := yaml.Unmarshal(b, &one); err != nil || len(one.VServers) != 1 || one.Validate() != nil {
+		t.Errorf("one VIP: %d vservers, %v, %v", len(one.VServers), err, one.Validate())
+	}
+}
