@@ -58,6 +58,10 @@ type ClusterConfig struct {
 	Tick time.Duration
 	// GCEvery: tombstones are collected this often (default 1h).
 	GCEvery time.Duration
+	// ConfirmDead: a member declared dead by a partner (DeclareDead, MsgDead)
+	// comes back as alive if memberlist has not confirmed its death within
+	// this time (default 5s; memberlist's tightened detection takes ~1-2s).
+	ConfirmDead time.Duration
 
 	// Failure detection, tightened from memberlist's LAN defaults (about 5 s
 	// with suspicion) to catch a frozen node in about a second:
@@ -90,6 +94,7 @@ func DefaultClusterConfig() ClusterConfig {
 		BindPort:         7946,
 		Tick:             200 * time.Millisecond,
 		GCEvery:          time.Hour,
+		ConfirmDead:      5 * time.Second,
 		ProbeInterval:    200 * time.Millisecond,
 		ProbeTimeout:     100 * time.Millisecond,
 		SuspicionMult:    2,
@@ -113,6 +118,9 @@ func (c *ClusterConfig) fillDefaults() {
 	}
 	if c.GCEvery == 0 {
 		c.GCEvery = d.GCEvery
+	}
+	if c.ConfirmDead == 0 {
+		c.ConfirmDead = d.ConfirmDead
 	}
 	if c.ProbeInterval == 0 {
 		c.ProbeInterval = d.ProbeInterval
@@ -215,9 +223,10 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 	}
 	c.store = store
 	m, err := NewMachine(MachineConfig{
-		Self:          MemberMeta{ID: cfg.NodeID, Pair: cfg.Pair, Backplane: cfg.Backplane, Proto: cfg.ProtoVersion},
-		TableSize:     cfg.TableSize,
-		HealthSeqBase: uint64(time.Now().UnixNano()),
+		Self:             MemberMeta{ID: cfg.NodeID, Pair: cfg.Pair, Backplane: cfg.Backplane, Proto: cfg.ProtoVersion},
+		TableSize:        cfg.TableSize,
+		ConfirmDeadTicks: uint64(max(1, cfg.ConfirmDead/cfg.Tick)),
+		HealthSeqBase:    uint64(time.Now().UnixNano()),
 	})
 	if err != nil {
 		return nil, err

@@ -52,9 +52,10 @@ func startNode(t *testing.T, id, dir string, key []byte, seeds ...string) (*Clus
 	cfg.TableSize = 251
 	cfg.Tick = 50 * time.Millisecond
 	cfg.PushPullInterval = time.Second
+	cfg.ConfirmDead = time.Second
 	cfg.DisableHealthChecks = true
 	cfg.Apply = l.apply
-	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.Logger = slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	c, err := NewCluster(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -68,10 +69,30 @@ func startNode(t *testing.T, id, dir string, key []byte, seeds ...string) (*Clus
 	return c, l
 }
 
-type testWriter struct{ t *testing.T }
+// testWriter logs through t until the test ends; memberlist goroutines
+// that outlive Shutdown by a moment are then silenced (t.Log would panic).
+type testWriter struct {
+	t    *testing.T
+	mu   *sync.Mutex
+	done *bool
+}
+
+func newTestWriter(t *testing.T) testWriter {
+	w := testWriter{t: t, mu: &sync.Mutex{}, done: new(bool)}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		*w.done = true
+		w.mu.Unlock()
+	})
+	return w
+}
 
 func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimSpace(p)))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !*w.done {
+		w.t.Log(string(bytes.TrimSpace(p)))
+	}
 	return len(p), nil
 }
 
@@ -186,16 +207,39 @@ func TestClusterFiveNodes(t *testing.T) {
 		t.Errorf("pairs %+v", st.Pairs)
 	}
 
-	// A killed node (no leave) is dead for the others, its pair unprotected.
-	nodes[4].Close()
-	took = waitFor(t, 3*time.Second, "n5 dead", func() bool {
-		for _, m := range nodes[0].Members() {
-			if m.ID == "n5" {
-				return m.State == "dead"
+	// n4 declares n5 dead (as if their mirroring connection closed): the
+	// others see it at once; memberlist never confirms (n5 is fine), so
+	// after ConfirmDead (1s here) n5 is back everywhere.
+	stateOf := func(c *Cluster, id string) string {
+		for _, m := range c.Members() {
+			if m.ID == id {
+				return m.State
 			}
 		}
-		return false
+		return ""
+	}
+	nodes[3].DeclareDead("n5")
+	took = waitFor(t, time.Second, "n5 declared dead everywhere", func() bool {
+		for _, c := range nodes[:4] {
+			if stateOf(c, "n5") != "dead" {
+				return false
+			}
+		}
+		return true
 	})
+	t.Logf("n5 declared dead on the four others %s after the declaration", took.Round(time.Millisecond))
+	waitFor(t, 3*time.Second, "n5 back after the unconfirmed declaration", func() bool {
+		for _, c := range nodes[:4] {
+			if stateOf(c, "n5") != "alive" {
+				return false
+			}
+		}
+		return true
+	})
+
+	// A killed node (no leave) is dead for the others, its pair unprotected.
+	nodes[4].Close()
+	took = waitFor(t, 3*time.Second, "n5 dead", func() bool { return stateOf(nodes[0], "n5") == "dead" })
 	t.Logf("n5 seen dead %s after it stopped", took.Round(time.Millisecond))
 }
 
