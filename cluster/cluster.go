@@ -226,6 +226,7 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 		Self:             MemberMeta{ID: cfg.NodeID, Pair: cfg.Pair, Backplane: cfg.Backplane, Proto: cfg.ProtoVersion},
 		TableSize:        cfg.TableSize,
 		ConfirmDeadTicks: uint64(max(1, cfg.ConfirmDead/cfg.Tick)),
+		SettleTicks:      uint64(max(1, time.Second/cfg.Tick)),
 		HealthSeqBase:    uint64(time.Now().UnixNano()),
 	})
 	if err != nil {

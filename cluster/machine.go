@@ -21,8 +21,8 @@ import (
 // identically in a test without a network (testdata/*.txt).
 //
 // Health agreement: every node probes every backend and gossips its results
-// (HealthReport, with per-service sequence numbers so late copies are
-// ignored). A service is UP in the tables when a strict majority of the live
+// (HealthReport: all of a node's verdicts, with a sequence number so that
+// late copies, even from a previous run, are ignored). A service is UP in the tables when a strict majority of the live
 // members (alive or suspect) that have a verdict on it report it UP. A
 // member without a verdict (it just joined or restarted and has not probed
 // yet) abstains, so a joining node does not take backends out of every
@@ -30,9 +30,10 @@ import (
 // reports, so all compute the same tables.
 //
 // Readiness of a VIP (announce it by BGP): the node has once seen every live
-// member hold its configuration digest (the start-up "converged" gate; later
-// edits do not withdraw the whole cluster while they spread), at least one
-// vserver on the VIP has an UP backend, and the node is not drained.
+// member hold its configuration digest, SettleTicks after its start (the
+// start-up "converged" gate; later edits do not withdraw the whole cluster
+// while they spread), at least one vserver on the VIP has an UP backend,
+// and the node is not drained.
 //
 // Pairs: members with a configured pair id (MemberMeta.Pair) pair by that
 // id; the others are sorted by node id and paired in that order, the k-th
@@ -85,6 +86,11 @@ type MachineConfig struct {
 	// ForgetDeadTicks: a dead member is forgotten (and pairs re-form) after
 	// this many ticks (default 9000: 30 min at a 200 ms tick).
 	ForgetDeadTicks uint64
+	// SettleTicks: the start-up gate stays closed for this many ticks,
+	// leaving time to join the cluster and receive its state before the
+	// node announces anything from a persisted, possibly stale document
+	// (default 0; the memberlist adapter uses one second).
+	SettleTicks uint64
 	// ConfirmDeadTicks: a member declared dead by a partner (DeclareDead)
 	// is taken back as alive if memberlist has not confirmed it dead within
 	// this many ticks (default 25: 5 s at a 200 ms tick, well above
@@ -492,8 +498,8 @@ func (m *Machine) recompute() {
 	self := m.members[m.cfg.Self.ID]
 	self.meta.Digest = m.digest
 
-	// The start-up gate: every live member holds our digest.
-	if !m.synced {
+	// The start-up gate: settled, and every live member holds our digest.
+	if !m.synced && m.tick >= m.cfg.SettleTicks {
 		m.synced = true
 		for _, id := range m.liveIDs() {
 			if m.members[id].meta.Digest != m.digest {
