@@ -106,9 +106,10 @@ type Daemon struct {
 	sp       Speaker
 	cl       Membership
 	tables   map[string]cluster.VServerTable
-	dirty    bool                // the data plane lags the cluster's tables
-	wantVIPs map[netip.Addr]bool // VIPs the cluster wants announced
-	vips     map[netip.Addr]bool // VIPs announced (address up, route out)
+	dirty    bool                  // the data plane lags the cluster's tables
+	wantVIPs map[netip.Addr]bool   // VIPs the cluster wants announced
+	vips     map[netip.Addr]bool   // VIPs announced (address up, route out)
+	returns  map[netip.Prefix]bool // return prefixes announced
 	drainT   *time.Timer
 
 	reconcileMu sync.Mutex // one reconcile at a time
@@ -125,6 +126,7 @@ func New(cfg config.Config, deps Deps, log *slog.Logger) *Daemon {
 		tables:   map[string]cluster.VServerTable{},
 		wantVIPs: map[netip.Addr]bool{},
 		vips:     map[netip.Addr]bool{},
+		returns:  map[netip.Prefix]bool{},
 	}
 }
 
@@ -424,6 +426,43 @@ func (d *Daemon) reconcile() {
 		d.vips[a] = true
 		d.mu.Unlock()
 		d.log.Info("vip announced", "vip", a)
+	}
+	d.reconcileReturns(ctx, sp)
+}
+
+// reconcileReturns announces the return prefixes while the node serves at
+// least one VIP, and withdraws them when it serves none (drained, no
+// healthy backend): the back routers must send replies only to nodes that
+// take traffic.
+func (d *Daemon) reconcileReturns(ctx context.Context, sp Speaker) {
+	d.mu.Lock()
+	serving := len(d.vips) > 0
+	d.mu.Unlock()
+	for _, p := range d.cfg.BGP.ReturnPrefixes {
+		d.mu.Lock()
+		out := d.returns[p]
+		d.mu.Unlock()
+		switch {
+		case serving && !out:
+			if err := sp.Announce(ctx, p, config.PrefixReturn); err != nil {
+				if !errors.Is(err, bgp.ErrClosed) {
+					d.log.Warn("announcing return prefix", "prefix", p, "err", err)
+				}
+				continue
+			}
+			d.log.Info("return prefix announced", "prefix", p)
+		case !serving && out:
+			if err := sp.Withdraw(ctx, p); err != nil && !errors.Is(err, bgp.ErrClosed) {
+				d.log.Warn("withdrawing return prefix", "prefix", p, "err", err)
+				continue
+			}
+			d.log.Info("return prefix withdrawn", "prefix", p)
+		default:
+			continue
+		}
+		d.mu.Lock()
+		d.returns[p] = serving
+		d.mu.Unlock()
 	}
 }
 

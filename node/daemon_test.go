@@ -198,6 +198,7 @@ func newHarness(t *testing.T) *harness {
 	h.cfg.API.Socket = filepath.Join(dir, "api.sock")
 	h.cfg.Metrics.Listen = "127.0.0.1:0"
 	h.cfg.DrainTime = 50 * time.Millisecond
+	h.cfg.BGP.ReturnPrefixes = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
 	h.deps = Deps{
 		DataPlane: func(config.Config) (DataPlane, uint32, error) {
 			h.ev.add("dataplane load")
@@ -285,8 +286,12 @@ func TestDaemonLifecycle(t *testing.T) {
 	}
 	good := cluster.VServerTable{VServer: "vs1", Seed: 1, Backends: []string{"web1", "web2"}, Weights: []uint32{1, 1}, Slots: []uint32{0, 1, 0, 1, 0, 1, 0}}
 	h.cl.apply(cluster.ProgramTable{Table: good})
-	if got := h.sp.Announced(); !slices.Equal(got, []netip.Prefix{vipPrefix}) || !h.addrs.has(vip) {
-		t.Fatalf("announced %v, address %v; want the VIP once the table is in", got, h.addrs.has(vip))
+	retPrefix := netip.MustParsePrefix("198.51.100.0/24")
+	if got := h.sp.Announced(); !slices.Equal(got, []netip.Prefix{retPrefix, vipPrefix}) || !h.addrs.has(vip) {
+		t.Fatalf("announced %v, address %v; want the VIP and the return prefix once the table is in", got, h.addrs.has(vip))
+	}
+	if h.ev.index("announce 198.51.100.0/24 return") < h.ev.index("announce 203.0.113.10/32 vips") {
+		t.Errorf("return prefix announced before any VIP: %v", h.ev.list())
 	}
 	if h.ev.index("addr add 203.0.113.10") > h.ev.index("announce 203.0.113.10/32 vips") {
 		t.Errorf("route announced before the address was up: %v", h.ev.list())
@@ -301,7 +306,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{`tandem_vserver_packets_total{vserver="vs1"} 10`, `tandem_table_epoch{vserver="vs1"} 1`,
-		`tandem_bgp_session_up{peer="10.0.0.2",peer_as="65000"} 1`, `tandem_backend_up{service="web1"} 1`, `tandem_bgp_announced_prefixes 1`} {
+		`tandem_bgp_session_up{peer="10.0.0.2",peer_as="65000"} 1`, `tandem_backend_up{service="web1"} 1`, `tandem_bgp_announced_prefixes 2`} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
@@ -334,7 +339,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	if _, err := c.Undrain(ctx, "n1"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the VIP announced again after undrain", func() bool { return len(h.sp.Announced()) == 1 })
+	waitFor(t, "the VIP and return prefix announced again after undrain", func() bool { return len(h.sp.Announced()) == 2 })
 
 	// SIGTERM: routes first, then the cluster, the data plane, the
 	// addresses, the sysctls.

@@ -122,6 +122,11 @@ type BGP struct {
 	Peers []Peer
 	// Communities are added to every announced prefix ("65000:100").
 	Communities []string
+	// ReturnPrefixes are announced (kind "return", to the peers that take
+	// it) while the node serves at least one VIP, so that the back routers
+	// send the backends' replies to the clients (USIP) through the nodes.
+	// Typically the client networks, or 0.0.0.0/0 and ::/0. Default none.
+	ReturnPrefixes []netip.Prefix
 }
 
 // Peer is one BGP neighbour.

@@ -27,6 +27,9 @@ func TestExample(t *testing.T) {
 	if c.Partner != "n2" || c.BGP.LocalAS != 65001 || c.BGP.ListenPort != -1 || len(c.BGP.Peers) != 2 {
 		t.Fatalf("bgp = %+v", c.BGP)
 	}
+	if want := []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8:c::/48")}; !reflect.DeepEqual(c.BGP.ReturnPrefixes, want) {
+		t.Errorf("return prefixes = %v", c.BGP.ReturnPrefixes)
+	}
 	p0, p1 := c.BGP.Peers[0], c.BGP.Peers[1]
 	if p0.HoldTime != 9*time.Second || p0.Keepalive != 3*time.Second || !p0.Announces(PrefixVIPs) || p0.Announces(PrefixReturn) {
 		t.Errorf("peer 0 = %+v", p0)
@@ -80,6 +83,7 @@ func TestErrorsNameTheLine(t *testing.T) {
 		{"empty", "", ErrMissing, "line 1: empty file"},
 		{"peers without AS", minimal + "bgp:\n  peers:\n    - {address: 10.0.1.1, as: 2}\n", ErrMissing, "line 5: bgp: \"localAs\" is required"},
 		{"partner self", minimal + "partner: n1\n", ErrInvalid, "partner \"n1\" is this node itself"},
+		{"return prefix host bits", minimal + "bgp:\n  localAs: 1\n  returnPrefixes: [10.1.2.3/8]\n", ErrInvalid, "line 6: bgp.returnPrefixes[0]: \"10.1.2.3/8\" has host bits set; did you mean 10.0.0.0/8?"},
 		{"bad xdp", minimal + "xdpMode: turbo\n", ErrInvalid, "line 4: xdpMode"},
 		{"bad level", minimal + "log: {level: loud}\n", ErrInvalid, "line 4: log.level"},
 	} {

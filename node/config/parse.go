@@ -355,6 +355,23 @@ func (b *BGP) decode(n *yaml.Node, path string) error {
 			})
 		}},
 		"communities": {set: communities(&b.Communities)},
+		"returnPrefixes": {set: func(n *yaml.Node, path string) error {
+			return sequence(n, path, func(e *yaml.Node, p string) error {
+				s, err := scalar(e, p)
+				if err != nil {
+					return err
+				}
+				pfx, err := netip.ParsePrefix(s)
+				if err != nil || pfx.Addr().Zone() != "" {
+					return errAt(e, p, ErrInvalid, "%q is not a prefix (e.g. 198.51.100.0/24)", s)
+				}
+				if pfx != pfx.Masked() {
+					return errAt(e, p, ErrInvalid, "%q has host bits set; did you mean %s?", s, pfx.Masked())
+				}
+				b.ReturnPrefixes = append(b.ReturnPrefixes, pfx)
+				return nil
+			})
+		}},
 	})
 }
 

@@ -99,9 +99,15 @@ func TestTandemdWithBIRD(t *testing.T) {
 	nsR, nsN, nsB := nstest.NewNS(t, "ir"), nstest.NewNS(t, "in"), nstest.NewNS(t, "ib")
 	front, _ := nstest.Veth(t, nsN, []string{"10.0.0.1/30"}, nsR, []string{"10.0.0.2/30"})
 	back, _ := nstest.Veth(t, nsN, []string{"10.0.2.1/24"}, nsB, []string{"10.0.2.11/24"})
+	nstest.Veth(t, nsN, []string{"10.0.1.1/30"}, nsR, []string{"10.0.1.2/30"}) // to the back router
 	bird := nstest.StartBIRD(t, nsR, `
 router id 10.0.0.2;
+ipv4 table back4;
 protocol device { scan time 1; }
+protocol bgp tnback {
+	local 10.0.1.2 as 65002; neighbor 10.0.1.1 as 65001; passive on; hold time 9;
+	ipv4 { table back4; import all; export none; };
+}
 protocol bgp tn4 {
 	local 10.0.0.2 as 65000; neighbor 10.0.0.1 as 65001; passive on; hold time 9;
 	ipv4 { import all; export none; };
@@ -120,7 +126,9 @@ memberlist: {bindAddr: 10.0.0.1, keyringFile: %s}
 bgp:
   localAs: 65001
   peers:
-    - {address: 10.0.0.2, as: 65000}
+    - {address: 10.0.0.2, as: 65000, announce: [vips]}
+    - {address: 10.0.1.2, as: 65002, announce: [return]}
+  returnPrefixes: [198.51.100.0/24]
 api: {socket: %s}
 metrics: {listen: "127.0.0.1:9410"}
 stateDir: %s
@@ -180,6 +188,15 @@ log: {level: debug}
 		return ok
 	})
 	t.Logf("VIP route in BIRD %v after the bind (%v after configuring)", d, time.Since(configured))
+	ret := netip.MustParsePrefix("198.51.100.0/24")
+	bird.WaitRoute(t, "back4", 10*time.Second, "the return prefix at the back router", func(r map[netip.Prefix]nstest.Route) bool {
+		_, ok := r[ret]
+		_, leak := r[vip]
+		return ok && !leak
+	})
+	if r, err := bird.Routes(""); err != nil || r[ret].Protocol != "" {
+		t.Errorf("return prefix leaked to the front router: %v %v", r, err)
+	}
 	if lo := nstest.InNS(t, nsN, "ip", "-o", "addr", "show", "dev", "lo"); !strings.Contains(lo, "203.0.113.10/32") {
 		t.Errorf("VIP not on lo while announced:\n%s", lo)
 	}
@@ -187,7 +204,7 @@ log: {level: debug}
 		t.Errorf("ip_forward = %s while running", v)
 	}
 	cv, err := c.Cluster(ctx)
-	if err != nil || len(cv.Members) != 1 || len(cv.Members[0].BGP) != 1 || cv.Members[0].BGP[0].State != "ESTABLISHED" {
+	if err != nil || len(cv.Members) != 1 || len(cv.Members[0].BGP) != 2 || cv.Members[0].BGP[0].State != "ESTABLISHED" {
 		t.Errorf("show cluster: %+v %v", cv, err)
 	}
 
@@ -200,6 +217,10 @@ log: {level: debug}
 		return !ok
 	})
 	t.Logf("VIP route gone from BIRD %v after SIGTERM", d)
+	bird.WaitRoute(t, "back4", time.Second, "the return prefix gone after SIGTERM", func(r map[netip.Prefix]nstest.Route) bool {
+		_, ok := r[ret]
+		return !ok
+	})
 	select {
 	case err := <-done:
 		if err != nil {
