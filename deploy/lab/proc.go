@@ -40,11 +40,20 @@ func (c Config) readPid(name string) (int, bool) {
 }
 
 func (c Config) ownsPid(pid int) bool {
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !bytes.Contains(cmdline, []byte(c.StateDir+"/")) {
-		return false
+	for range 50 {
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			return false
+		}
+		if len(cmdline) == 0 && alive(pid) {
+			// Between "ip netns exec" and the program it execs the command
+			// line reads empty for a moment: look again.
+			time.Sleep(2 * time.Millisecond)
+			continue
+		}
+		return bytes.Contains(cmdline, []byte(c.StateDir+"/")) && alive(pid)
 	}
-	return alive(pid)
+	return false
 }
 
 // alive reports whether pid exists and has not exited.
