@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -191,10 +192,11 @@ type Cluster struct {
 	machine *Machine
 	pending []Effect
 
-	list    *memberlist.Memberlist
-	addr    string
-	queue   *memberlist.TransmitLimitedQueue
-	checker *Checker
+	list      *memberlist.Memberlist
+	listReady atomic.Pointer[memberlist.Memberlist] // list, for callbacks that may run before it is set
+	addr      string
+	queue     *memberlist.TransmitLimitedQueue
+	checker   *Checker
 
 	wake      chan struct{}
 	stop      chan struct{}
@@ -270,6 +272,7 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 		return nil, fmt.Errorf("cluster: starting memberlist: %w", err)
 	}
 	c.list = list
+	c.listReady.Store(list)
 	c.addr = list.LocalNode().Address() // before the loop can update the local node
 	if !cfg.DisableHealthChecks {
 		c.checker, err = NewChecker(CheckerConfig{Dialer: cfg.Dialer, Report: c.ReportProbe, Forget: func(s string) {
@@ -286,11 +289,13 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 	return c, nil
 }
 
+// numNodes sizes retransmissions. memberlist may gossip (and so call it)
+// before Create has returned, hence the atomic.
 func (c *Cluster) numNodes() int {
-	if c.list == nil {
-		return 1
+	if l := c.listReady.Load(); l != nil {
+		return l.NumMembers()
 	}
-	return c.list.NumMembers()
+	return 1
 }
 
 // withMachine runs fn on the machine under mu and queues its effects.
