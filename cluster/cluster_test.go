@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -353,4 +354,58 @@ func TestSplitDelta(t *testing.T) {
 
 func writeFile(dir, name, content string) error {
 	return os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600)
+}
+
+// TestClusterHealthChecks: a node with its health checker probing a real
+// listener announces the VIP once the backend is UP and withdraws it when
+// the listener closes.
+func TestClusterHealthChecks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a memberlist node")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	addr := netip.MustParseAddrPort(ln.Addr().String())
+
+	l := &effectLog{vips: map[netip.Addr]bool{}}
+	cfg := DefaultClusterConfig()
+	cfg.NodeID, cfg.Keys, cfg.BindAddr, cfg.BindPort = "h1", [][]byte{testKey}, "127.0.0.1", 0
+	cfg.TableSize, cfg.Tick, cfg.Apply = 251, 50*time.Millisecond, l.apply
+	cfg.Logger = slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	c, err := NewCluster(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	err = c.Store().Update(func(x *Config) error {
+		x.PutMonitor(Monitor{Name: "fast", Interval: 50 * time.Millisecond, Timeout: 20 * time.Millisecond, Rise: 2, Fall: 2})
+		x.PutService(Service{Name: "web1", IP: addr.Addr(), Type: TypeTCP, Port: addr.Port(), USIP: true, Monitor: "fast"})
+		x.PutVServer(vsrv("vs1", TypeTCP, "203.0.113.10", 80, MethodRoundRobin, PersistNone, FailoverStateful))
+		x.PutBinding(Binding{VServer: "vs1", Service: "web1"})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vip := netip.MustParseAddr("203.0.113.10")
+	took := waitFor(t, 3*time.Second, "VIP announced with web1 UP", func() bool { return l.announced(vip) })
+	t.Logf("announced %s after the configuration (settle 1s, rise 2 x 50ms)", took.Round(time.Millisecond))
+	ln.Close()
+	took = waitFor(t, 2*time.Second, "VIP withdrawn with web1 DOWN", func() bool { return !l.announced(vip) })
+	t.Logf("withdrawn %s after the listener closed", took.Round(time.Millisecond))
+	if ts := c.Tables(); len(ts) != 1 || ts[0].HasBackend() {
+		t.Errorf("tables %+v", ts)
+	}
 }
