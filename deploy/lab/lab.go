@@ -204,11 +204,18 @@ func (c Config) procs() []proc {
 // both BIRDs answer on their control sockets.
 func (l *Lab) Start(ctx context.Context) error {
 	for _, p := range l.cfg.procs() {
+		if st, err := os.Stat(p.argv[0]); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+			return fmt.Errorf("starting %s: %s is not an executable file (build it, or fix the path)", p.name, p.argv[0])
+		}
+	}
+	var lastStart time.Time
+	for _, p := range l.cfg.procs() {
 		pid, started, err := l.cfg.start(p)
 		if err != nil {
 			return err
 		}
 		if started {
+			lastStart = time.Now()
 			l.log.Info("started", "process", p.name, "pid", pid, "log", l.cfg.logFile(p.name))
 		}
 	}
@@ -217,7 +224,18 @@ func (l *Lab) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	return nil
+	// A process that dies at once (a bad config, a missing capability)
+	// should fail up, not be found later by status.
+	if wait := time.Until(lastStart.Add(300 * time.Millisecond)); wait > 0 {
+		time.Sleep(wait)
+	}
+	var errs []error
+	for _, p := range l.cfg.procs() {
+		if _, ok := l.cfg.readPid(p.name); !ok {
+			errs = append(errs, fmt.Errorf("%s exited after start; see %s", p.name, l.cfg.logFile(p.name)))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (l *Lab) waitBIRD(ctx context.Context, role string, timeout time.Duration) error {

@@ -197,3 +197,20 @@ func TestDownAfterCrash(t *testing.T) {
 		t.Errorf("pid files left: %v", names)
 	}
 }
+
+func TestUpReportsBadBinaries(t *testing.T) {
+	l := testLab(t, func(c *Config) { c.Backend = "/nonexistent/labbackend" })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := l.Up(ctx); err == nil || !strings.Contains(err.Error(), "not an executable") {
+		t.Fatalf("up with a missing backend binary: %v", err)
+	}
+	// A backend that exits at once (false ignores its arguments and fails).
+	l2, err := New(Config{Name: l.cfg.Name, Nodes: l.cfg.Nodes, Backends: 1, Clients: 1, StateDir: l.cfg.StateDir, Backend: "/bin/false"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l2.Up(ctx); err == nil || !strings.Contains(err.Error(), "b1 exited after start") {
+		t.Fatalf("up with a backend that dies: %v", err)
+	}
+}
