@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -72,6 +73,13 @@ type Membership interface {
 	Leave(timeout time.Duration) error
 	Close() error
 }
+
+// Journals in the state directory: what a run changed in the kernel, so
+// that the next run after a crash undoes it.
+const (
+	SysctlJournal = "sysctls.json"
+	VIPJournal    = "vips.json"
+)
 
 // Deps builds the daemon's components. New fills every nil field with the
 // real one; tests replace them with in-memory fakes.
@@ -193,6 +201,9 @@ func (d *Daemon) Run(ctx context.Context, ready chan<- struct{}) (err error) {
 	prepend(lock.Release)
 
 	sc := netlink.NewSysctls(d.deps.Sysctls)
+	if err := sc.WithJournal(filepath.Join(d.cfg.StateDir, SysctlJournal)); err != nil {
+		return fmt.Errorf("sysctl journal: %w", err)
+	}
 	prepend(func() error {
 		if err := sc.Restore(); err != nil {
 			return fmt.Errorf("restoring sysctls: %w", err)
@@ -531,7 +542,14 @@ func realAddresses(cfg config.Config) (Addresses, error) {
 	if err != nil {
 		return nil, err
 	}
-	return netlink.NewVIPs(h, cfg.VIPInterface)
+	v, err := netlink.NewVIPs(h, cfg.VIPInterface)
+	if err != nil {
+		return nil, err
+	}
+	if err := v.WithJournal(filepath.Join(cfg.StateDir, VIPJournal)); err != nil {
+		return nil, fmt.Errorf("vip journal: %w", err)
+	}
+	return v, nil
 }
 
 func realSpeaker(ctx context.Context, cfg config.Config, log *slog.Logger) (Speaker, error) {

@@ -3,6 +3,7 @@ package netlink
 import (
 	"errors"
 	"net/netip"
+	"os"
 	"reflect"
 	"testing"
 
@@ -186,5 +187,82 @@ func TestSysctlsRestoreOnlyWhatChanged(t *testing.T) {
 	want := []Sysctl{{"a", "1"}, {"a", "0"}} // b was already 1: untouched
 	if !reflect.DeepEqual(fs.writes, want) {
 		t.Errorf("writes = %v, want %v", fs.writes, want)
+	}
+}
+
+// TestSysctlsAfterCrash: a run that crashed left its journal; the next run
+// restores the values found before the first run, not the crashed run's.
+func TestSysctlsAfterCrash(t *testing.T) {
+	path := t.TempDir() + "/sysctls.json"
+	fs := &fakeSysctls{vals: map[string]string{"net.ipv4.ip_forward": "0", "x": "5"}}
+	first := NewSysctls(fs)
+	if err := first.WithJournal(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Apply([]Sysctl{{"net.ipv4.ip_forward", "1"}, {"x", "6"}}); err != nil {
+		t.Fatal(err)
+	}
+	// first crashes: no Restore.
+	second := NewSysctls(fs)
+	if err := second.WithJournal(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Apply([]Sysctl{{"net.ipv4.ip_forward", "1"}, {"x", "7"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	if fs.vals["net.ipv4.ip_forward"] != "0" || fs.vals["x"] != "5" {
+		t.Errorf("after restore: %v, want the values from before the crashed run", fs.vals)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("journal left after a clean restore: %v", err)
+	}
+}
+
+// TestVIPsAfterCrash: addresses a crashed run added are adopted by the next
+// run and removed on its exit; an operator's address is not.
+func TestVIPsAfterCrash(t *testing.T) {
+	nstest.RequireRoot(t)
+	ns := nstest.NewNS(t, "nj")
+	h := nstest.Netlink(t, ns)
+	path := t.TempDir() + "/vips.json"
+	nstest.InNS(t, ns, "ip", "addr", "add", "192.0.2.1/32", "dev", "lo")
+	vip := netip.MustParseAddr("203.0.113.10")
+
+	first, err := NewVIPs(h, "lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.WithJournal(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Add(vip); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Add(netip.MustParseAddr("192.0.2.1")); err != nil {
+		t.Fatal(err)
+	}
+	// first crashes.
+	second, err := NewVIPs(h, "lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := second.WithJournal(path); err != nil {
+		t.Fatal(err)
+	}
+	if got := second.Added(); len(got) != 1 || got[0] != vip {
+		t.Fatalf("adopted %v, want [%v]", got, vip)
+	}
+	if err := second.RemoveAll(); err != nil {
+		t.Fatal(err)
+	}
+	got := addrsOn(t, h, "lo")
+	if got[netip.MustParsePrefix("203.0.113.10/32")] || !got[netip.MustParsePrefix("192.0.2.1/32")] {
+		t.Errorf("after RemoveAll: %v", got)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("journal left after RemoveAll: %v", err)
 	}
 }

@@ -87,12 +87,39 @@ func DataPathSysctls(ifaces ...string) []Sysctl {
 type Sysctls struct {
 	fs SysctlFS
 
-	mu    sync.Mutex
-	saved []Sysctl // the values found, in the order they were changed
+	mu      sync.Mutex
+	saved   []Sysctl // the values found, in the order they were changed
+	journal journal
 }
 
 // NewSysctls returns a Sysctls over fs.
 func NewSysctls(fs SysctlFS) *Sysctls { return &Sysctls{fs: fs} }
+
+// WithJournal makes s record the values it replaces in the file at path
+// before changing anything, and adopts the values a previous run that
+// crashed recorded there: those are the true originals (the current values
+// are that run's), so Restore writes them back.
+func (s *Sysctls) WithJournal(path string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.journal = journal{path}
+	var left []Sysctl
+	ok, err := s.journal.load(&left)
+	if err != nil || !ok {
+		return err
+	}
+	s.saved = append(left, s.saved...)
+	return nil
+}
+
+func (s *Sysctls) found(name string) bool {
+	for _, st := range s.saved {
+		if st.Name == name {
+			return true
+		}
+	}
+	return false
+}
 
 // Apply sets each sysctl, remembering the value it replaces. A sysctl
 // already at its value is not touched (nor restored). On error, what was
@@ -108,10 +135,21 @@ func (s *Sysctls) Apply(settings []Sysctl) error {
 		if old == st.Value {
 			continue
 		}
+		recorded := s.found(st.Name) // the original is already recorded
+		if !recorded {
+			s.saved = append(s.saved, Sysctl{st.Name, old})
+			if err := s.journal.save(s.saved); err != nil {
+				s.saved = s.saved[:len(s.saved)-1]
+				return err
+			}
+		}
 		if err := s.fs.WriteSysctl(st.Name, st.Value); err != nil {
+			if !recorded { // unchanged: nothing to restore
+				s.saved = s.saved[:len(s.saved)-1]
+				_ = s.journal.save(s.saved)
+			}
 			return err
 		}
-		s.saved = append(s.saved, Sysctl{st.Name, old})
 	}
 	return nil
 }
@@ -126,6 +164,9 @@ func (s *Sysctls) Restore() error {
 			errs = append(errs, err)
 		}
 	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
 	s.saved = nil
-	return errors.Join(errs...)
+	return s.journal.remove()
 }

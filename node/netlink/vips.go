@@ -36,8 +36,9 @@ type VIPs struct {
 	h    AddrHandle
 	link vnl.Link
 
-	mu    sync.Mutex
-	added map[netip.Addr]bool
+	mu      sync.Mutex
+	added   map[netip.Addr]bool
+	journal journal
 }
 
 // NewVIPs manages VIP addresses on interface ifname (tandemd uses "lo").
@@ -78,6 +79,39 @@ func (v *VIPs) present(a netip.Addr) (bool, error) {
 	return false, nil
 }
 
+// WithJournal makes v remember what it added in the file at path, and
+// adopts what a previous run that crashed left there: those addresses, if
+// still on the interface, are tandemd's and go with RemoveAll.
+func (v *VIPs) WithJournal(path string) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.journal = journal{path}
+	var left []netip.Addr
+	ok, err := v.journal.load(&left)
+	if err != nil || !ok {
+		return err
+	}
+	for _, a := range left {
+		present, err := v.present(a.Unmap())
+		if err != nil {
+			return err
+		}
+		if present {
+			v.added[a.Unmap()] = true
+		}
+	}
+	return v.saveLocked()
+}
+
+func (v *VIPs) saveLocked() error {
+	list := make([]netip.Addr, 0, len(v.added))
+	for a := range v.added {
+		list = append(list, a)
+	}
+	slices.SortFunc(list, netip.Addr.Compare)
+	return v.journal.save(list)
+}
+
 // Add puts a on the interface. If it is already there and tandemd did not
 // put it there, it is left alone and not remembered.
 func (v *VIPs) Add(a netip.Addr) error {
@@ -91,10 +125,18 @@ func (v *VIPs) Add(a netip.Addr) error {
 	if err != nil || ok {
 		return err
 	}
+	// Journal first: a crash between the two leaves a journal entry for an
+	// address that is not there, which the next run skips.
+	v.added[a] = true
+	if err := v.saveLocked(); err != nil {
+		delete(v.added, a)
+		return err
+	}
 	if err := v.h.AddrAdd(v.link, hostAddr(a)); err != nil && !errors.Is(err, unix.EEXIST) {
+		delete(v.added, a)
+		_ = v.saveLocked()
 		return fmt.Errorf("adding vip %v to %s: %w", a, v.link.Attrs().Name, err)
 	}
-	v.added[a] = true
 	return nil
 }
 
@@ -114,7 +156,7 @@ func (v *VIPs) removeLocked(a netip.Addr) error {
 		return fmt.Errorf("removing vip %v from %s: %w", a, v.link.Attrs().Name, err)
 	}
 	delete(v.added, a)
-	return nil
+	return v.saveLocked()
 }
 
 // Sync makes the set of VIPs tandemd added equal to want: it adds what is
@@ -161,6 +203,9 @@ func (v *VIPs) RemoveAll() error {
 		if err := v.removeLocked(a); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if len(errs) == 0 {
+		errs = append(errs, v.journal.remove())
 	}
 	return errors.Join(errs...)
 }

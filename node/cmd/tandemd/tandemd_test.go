@@ -208,6 +208,41 @@ log: {level: debug}
 		t.Errorf("show cluster: %+v %v", cv, err)
 	}
 
+	// SIGKILL: BIRD drops the route as soon as the session's TCP connection
+	// closes; the VIP address and the sysctls stay behind.
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	d = bird.WaitRoute(t, "", 1500*time.Millisecond, "the VIP gone after SIGKILL", func(r map[netip.Prefix]nstest.Route) bool {
+		_, ok := r[vip]
+		return !ok
+	})
+	t.Logf("VIP route gone from BIRD %v after SIGKILL", d)
+	select {
+	case err := <-done:
+		done <- err // for the cleanup
+	case <-time.After(5 * time.Second):
+		t.Fatal("tandemd survived SIGKILL for 5s")
+	}
+	if lo := nstest.InNS(t, nsN, "ip", "-o", "addr", "show", "dev", "lo"); !strings.Contains(lo, "203.0.113.10/32") {
+		t.Errorf("expected the killed run's VIP address on lo:\n%s", lo)
+	}
+
+	// Restart: the configuration persisted in the state directory, so the
+	// VIP comes back with no API call; the next run adopts what the killed
+	// one left (VIP address, original sysctls) and undoes it on exit.
+	cmd, out, done = startTandemd(t, nsN, conf)
+	d = bird.WaitRoute(t, "", 20*time.Second, "the VIP back after a restart", func(r map[netip.Prefix]nstest.Route) bool {
+		_, ok := r[vip]
+		return ok
+	})
+	t.Logf("VIP route back %v after the restart (%v after the kill)", d, time.Since(killed))
+	bird.WaitRoute(t, "back4", 10*time.Second, "the return prefix back after a restart", func(r map[netip.Prefix]nstest.Route) bool {
+		_, ok := r[ret]
+		return ok
+	})
+
 	// SIGTERM: the route goes first, within 1s; the process exits 0.
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
