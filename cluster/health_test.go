@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -57,9 +56,7 @@ func (f *fakeDialer) DialContext(ctx context.Context, network, addr string) (net
 }
 
 type reports struct {
-	mu  sync.Mutex
-	got []string
-	ch  chan string
+	ch chan string
 }
 
 func newReports() *reports { return &reports{ch: make(chan string, 100)} }

@@ -393,11 +393,10 @@ func (s *sim) show(out *strings.Builder, args []string) {
 			d := n.m.TablesDigest()[:12]
 			digests[d] = append(digests[d], n.id)
 		}
-		for _, n := range s.live() {
-			for _, t := range n.m.Tables() {
-				fmt.Fprintf(out, "%s: %s\n", n.id, formatTable(&t))
+		if live := s.live(); len(live) > 0 {
+			for _, t := range live[0].m.Tables() {
+				fmt.Fprintf(out, "%s: %s\n", live[0].id, formatTable(&t))
 			}
-			break
 		}
 		keys := make([]string, 0, len(digests))
 		for d := range digests {
