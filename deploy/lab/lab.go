@@ -269,8 +269,8 @@ func (l *Lab) Birdc(ctx context.Context, role string, args ...string) (string, e
 // Down stops the processes recorded in the state dir's pid files (SIGTERM,
 // SIGKILL after a grace period) and deletes the lab's namespaces — every
 // namespace named "<Name>-<role>" for the lab's roles, whatever the node
-// and backend counts were when it was built. Configs and logs stay in the
-// state dir for post-mortems.
+// and backend counts were when it was built — and the nodes' persisted
+// state. Configs and logs stay in the state dir for post-mortems.
 func (l *Lab) Down(ctx context.Context) error {
 	if os.Geteuid() != 0 {
 		return ErrNotRoot
@@ -300,6 +300,15 @@ func (l *Lab) Down(ctx context.Context) error {
 	}
 	for _, r := range []string{RoleFront, RoleBack} {
 		os.Remove(l.cfg.birdSocket(r))
+	}
+	// The nodes' persisted cluster state and sockets go too, so that the
+	// next up starts a fresh cluster; configs and logs stay.
+	dirs, _ := filepath.Glob(filepath.Join(l.cfg.StateDir, "n*", "state"))
+	socks, _ := filepath.Glob(filepath.Join(l.cfg.StateDir, "n*", "*.sock"))
+	for _, p := range append(dirs, socks...) {
+		if err := os.RemoveAll(p); err != nil {
+			errs = append(errs, fmt.Errorf("removing node state: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }
