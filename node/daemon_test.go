@@ -174,7 +174,7 @@ type harness struct {
 	sp       *fakeSpeaker
 	cl       *fakeCluster
 	sysctls  *mapSysctls
-	metrics  chan string
+	listened chan string // actual addresses of the TCP listeners, in the order opened
 	deps     Deps
 	cfg      config.Config
 	stateDir string
@@ -182,7 +182,7 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	dir := t.TempDir()
-	h := &harness{ev: &events{}, ff: newFakeFlow(), metrics: make(chan string, 1), stateDir: dir}
+	h := &harness{ev: &events{}, ff: newFakeFlow(), listened: make(chan string, 4), stateDir: dir}
 	h.addrs = &fakeAddrs{ev: h.ev, set: map[netip.Addr]bool{}}
 	h.sp = &fakeSpeaker{noPeers: newNoPeers(), ev: h.ev}
 	h.sysctls = &mapSysctls{vals: map[string]string{"net.ipv4.ip_forward": "0", "net.ipv4.conf.all.rp_filter": "1"}}
@@ -197,6 +197,11 @@ func newHarness(t *testing.T) *harness {
 	h.cfg.StateDir = filepath.Join(dir, "state")
 	h.cfg.API.Socket = filepath.Join(dir, "api.sock")
 	h.cfg.Metrics.Listen = "127.0.0.1:0"
+	token := filepath.Join(dir, "token")
+	if err := os.WriteFile(token, []byte(testToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.cfg.API.TCP = &config.TCPListener{Listen: "127.0.0.1:0", TokenFile: token}
 	h.cfg.DrainTime = 50 * time.Millisecond
 	h.cfg.BGP.ReturnPrefixes = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
 	h.deps = Deps{
@@ -217,14 +222,16 @@ func newHarness(t *testing.T) *harness {
 		Sysctls: h.sysctls,
 		Listen: func(network, addr string) (net.Listener, error) {
 			ln, err := net.Listen(network, addr)
-			if err == nil && addr == h.cfg.Metrics.Listen {
-				h.metrics <- ln.Addr().String()
+			if err == nil {
+				h.listened <- ln.Addr().String()
 			}
 			return ln, err
 		},
 	}
 	return h
 }
+
+const testToken = "0123456789abcdef0123456789abcdef"
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
@@ -297,8 +304,27 @@ func TestDaemonLifecycle(t *testing.T) {
 		t.Errorf("route announced before the address was up: %v", h.ev.list())
 	}
 
+	// The TCP API (opened before the metrics listener) wants the token.
+	tcpAddr, maddr := <-h.listened, <-h.listened
+	for _, tc := range []struct {
+		token string
+		want  int
+	}{{"", http.StatusUnauthorized}, {"wrong-token-wrong-token", http.StatusUnauthorized}, {testToken, http.StatusOK}} {
+		req, _ := http.NewRequest("GET", "http://"+tcpAddr+"/v1/config", nil)
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("TCP API with token %q: %d, want %d", tc.token, resp.StatusCode, tc.want)
+		}
+	}
+
 	// Metrics.
-	maddr := <-h.metrics
 	resp, err := http.Get("http://" + maddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
