@@ -21,6 +21,9 @@ var labCounter atomic.Int32
 // cleanup takes it down and checks that nothing of it is left.
 func testLab(t *testing.T, mod func(*Config)) *Lab {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("builds a lab in namespaces; skipped with -short")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: network namespaces, veth, BIRD")
 	}

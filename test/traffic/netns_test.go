@@ -29,6 +29,9 @@ func ip(t *testing.T, args ...string) {
 // loopback. It returns the namespaces' paths; both are deleted at cleanup.
 func nsPair(t *testing.T) (client, backend string, sources []netip.Addr) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("creates network namespaces; skipped with -short")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create network namespaces")
 	}

@@ -157,7 +157,7 @@ func (s *Server) ServeTCP(ln net.Listener) error {
 			delete(s.conns, c)
 			s.mu.Unlock()
 			c.Close()
-			if err != nil && !errors.Is(err, io.EOF) && !s.isClosed() {
+			if !errors.Is(err, io.EOF) && !s.isClosed() {
 				s.cfg.Logger.Debug("tcp connection ended", "peer", c.RemoteAddr().String(), "err", err)
 			}
 		}()
