@@ -109,8 +109,9 @@ type conn struct {
 
 	sendMAC, recvMAC hash.Hash // nil with TLS
 	sendSeq, recvSeq uint64
-	tag              [tagSize]byte
-	scratch          [12]byte
+	// Scratch space per direction: reads and writes run in two goroutines.
+	sendTag, recvTag         [tagSize]byte
+	sendScratch, recvScratch [12]byte
 }
 
 func newConn(nc net.Conn) *conn {
@@ -127,14 +128,14 @@ func (c *conn) writeFrame(frame []byte) error {
 	if c.sendMAC != nil {
 		binary.BigEndian.PutUint32(frame, uint32(len(frame)-4+tagSize))
 		c.sendMAC.Reset()
-		binary.BigEndian.PutUint64(c.scratch[:], c.sendSeq)
-		c.sendMAC.Write(c.scratch[:8])
+		binary.BigEndian.PutUint64(c.sendScratch[:], c.sendSeq)
+		c.sendMAC.Write(c.sendScratch[:8])
 		c.sendMAC.Write(frame)
 		c.sendSeq++
 		if _, err := c.bw.Write(frame); err != nil {
 			return err
 		}
-		_, err := c.bw.Write(c.sendMAC.Sum(c.tag[:0]))
+		_, err := c.bw.Write(c.sendMAC.Sum(c.sendTag[:0]))
 		return err
 	}
 	_, err := c.bw.Write(frame)
@@ -155,11 +156,11 @@ func (c *conn) readFrame() (FrameType, []byte, error) {
 		return 0, nil, fmt.Errorf("%w: %v frame without its tag", ErrAuthFailed, t)
 	}
 	c.recvMAC.Reset()
-	binary.BigEndian.PutUint64(c.scratch[:], c.recvSeq)
-	binary.BigEndian.PutUint32(c.scratch[8:], uint32(len(raw)))
-	c.recvMAC.Write(c.scratch[:12])
+	binary.BigEndian.PutUint64(c.recvScratch[:], c.recvSeq)
+	binary.BigEndian.PutUint32(c.recvScratch[8:], uint32(len(raw)))
+	c.recvMAC.Write(c.recvScratch[:12])
 	c.recvMAC.Write(raw[:len(raw)-tagSize])
-	if !hmac.Equal(c.recvMAC.Sum(c.tag[:0]), raw[len(raw)-tagSize:]) {
+	if !hmac.Equal(c.recvMAC.Sum(c.recvTag[:0]), raw[len(raw)-tagSize:]) {
 		return 0, nil, fmt.Errorf("%w: bad tag on %v frame %d", ErrAuthFailed, t, c.recvSeq)
 	}
 	c.recvSeq++
