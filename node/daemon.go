@@ -194,6 +194,7 @@ func (d *Daemon) Run(ctx context.Context, ready chan<- struct{}) (err error) {
 		}
 	}()
 
+	d.log.Info("tandemd starting", "stateDir", d.cfg.StateDir)
 	lock, err := instance.Acquire(d.cfg.StateDir)
 	if err != nil {
 		return err
@@ -229,6 +230,7 @@ func (d *Daemon) Run(ctx context.Context, ready chan<- struct{}) (err error) {
 		return nil
 	})
 
+	d.log.Info("loading the data plane")
 	dp, tableSize, err := d.deps.DataPlane(d.cfg)
 	if err != nil {
 		return fmt.Errorf("loading the data plane: %w", err)

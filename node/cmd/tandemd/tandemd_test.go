@@ -137,7 +137,9 @@ log: {level: debug}
 `, front.Name, back.Name, keyring, sock, filepath.Join(dir, "state"))), 0o600)
 
 	cmd, out, done := startTandemd(t, nsN, conf)
-	deadline := time.Now().Add(20 * time.Second)
+	// Loading the BPF program can take long on a loaded machine (the
+	// verifier), hence the generous bound.
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if _, err := os.Stat(sock); err == nil {
 			break
@@ -148,7 +150,7 @@ log: {level: debug}
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no api socket within 20s:\n%s", out.String())
+			t.Fatalf("no api socket within 60s:\n%s", out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
