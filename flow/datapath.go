@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -69,6 +70,14 @@ type Config struct {
 	FlowTableSize uint32
 	// XDPMode is how Attach attaches. Default XDPNative.
 	XDPMode XDPMode
+	// FIBCacheTTL is how long a route and neighbour lookup
+	// (bpf_fib_lookup) is reused per CPU for a destination: a route or
+	// neighbour change reaches cached destinations within it. Default 1s;
+	// negative disables the cache (every packet does the lookup).
+	FIBCacheTTL time.Duration
+	// FIBCacheSize is the capacity of the per-CPU LRU of fib results.
+	// Default 16384.
+	FIBCacheSize uint32
 }
 
 func (c Config) withDefaults() Config {
@@ -86,6 +95,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.FlowTableSize == 0 {
 		c.FlowTableSize = 262144
+	}
+	if c.FIBCacheTTL == 0 {
+		c.FIBCacheTTL = time.Second
+	}
+	if c.FIBCacheSize == 0 {
+		c.FIBCacheSize = 16384
 	}
 	return c
 }
@@ -148,6 +163,7 @@ func New(cfg Config) (_ *Datapath, err error) {
 		"table_active":  cfg.MaxVServers,
 		"vserver_stats": cfg.MaxVServers,
 		"backend_stats": cfg.MaxBackends,
+		"fib_cache":     cfg.FIBCacheSize,
 	}
 	for name, n := range sizes {
 		m, ok := spec.Maps[name]
@@ -158,6 +174,10 @@ func New(cfg Config) (_ *Datapath, err error) {
 	}
 	if err := spec.Variables["table_size"].Set(cfg.TableSize); err != nil {
 		return nil, fmt.Errorf("setting table size: %w", err)
+	}
+	ttl := uint64(max(cfg.FIBCacheTTL, 0))
+	if err := spec.Variables["fib_cache_ns"].Set(ttl); err != nil {
+		return nil, fmt.Errorf("setting fib cache TTL: %w", err)
 	}
 	objs := new(lbObjects)
 	if err := spec.LoadAndAssign(objs, nil); err != nil {

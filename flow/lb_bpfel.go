@@ -37,6 +37,25 @@ type lbBeStats struct {
 	RevBytes   uint64
 }
 
+type lbFibEntry struct {
+	_         structs.HostLayout
+	ExpiresNs uint64
+	Ifindex   uint32
+	MaxLen    uint16
+	Dmac      [6]uint8
+	Smac      [6]uint8
+	Pad       uint16
+	_         [4]byte
+}
+
+type lbFibKey struct {
+	_       structs.HostLayout
+	Addr    [4]uint32
+	Ifindex uint32
+	Family  uint8
+	Pad     [3]uint8
+}
+
 type lbFlow struct {
 	_         structs.HostLayout
 	BackendId uint32
@@ -148,6 +167,7 @@ const (
 	lbMapAddrs        = "addrs"
 	lbMapBackendStats = "backend_stats"
 	lbMapBackends     = "backends"
+	lbMapFibCache     = "fib_cache"
 	lbMapFlows        = "flows"
 	lbMapReasons      = "reasons"
 	lbMapReverse      = "reverse"
@@ -157,6 +177,7 @@ const (
 	lbMapVservers     = "vservers"
 	lbProgXdpLb       = "xdp_lb"
 	lbProgXdpPass     = "xdp_pass"
+	lbVarFibCacheNs   = "fib_cache_ns"
 	lbVarMethodUnused = "method_unused"
 	lbVarReasonCount  = "reason_count"
 	lbVarTableSize    = "table_size"
@@ -215,6 +236,7 @@ type lbMapSpecs struct {
 	Addrs        *ebpf.MapSpec `ebpf:"addrs"`
 	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
+	FibCache     *ebpf.MapSpec `ebpf:"fib_cache"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
 	Reasons      *ebpf.MapSpec `ebpf:"reasons"`
 	Reverse      *ebpf.MapSpec `ebpf:"reverse"`
@@ -228,6 +250,7 @@ type lbMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lbVariableSpecs struct {
+	FibCacheNs   *ebpf.VariableSpec `ebpf:"fib_cache_ns"`
 	MethodUnused *ebpf.VariableSpec `ebpf:"method_unused"`
 	ReasonCount  *ebpf.VariableSpec `ebpf:"reason_count"`
 	TableSize    *ebpf.VariableSpec `ebpf:"table_size"`
@@ -256,6 +279,7 @@ type lbMaps struct {
 	Addrs        *ebpf.Map `ebpf:"addrs"`
 	BackendStats *ebpf.Map `ebpf:"backend_stats"`
 	Backends     *ebpf.Map `ebpf:"backends"`
+	FibCache     *ebpf.Map `ebpf:"fib_cache"`
 	Flows        *ebpf.Map `ebpf:"flows"`
 	Reasons      *ebpf.Map `ebpf:"reasons"`
 	Reverse      *ebpf.Map `ebpf:"reverse"`
@@ -270,6 +294,7 @@ func (m *lbMaps) Close() error {
 		m.Addrs,
 		m.BackendStats,
 		m.Backends,
+		m.FibCache,
 		m.Flows,
 		m.Reasons,
 		m.Reverse,
@@ -284,6 +309,7 @@ func (m *lbMaps) Close() error {
 //
 // It can be passed to loadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lbVariables struct {
+	FibCacheNs   *ebpf.Variable `ebpf:"fib_cache_ns"`
 	MethodUnused *ebpf.Variable `ebpf:"method_unused"`
 	ReasonCount  *ebpf.Variable `ebpf:"reason_count"`
 	TableSize    *ebpf.Variable `ebpf:"table_size"`

@@ -34,6 +34,10 @@
  *                 the idle half, then this one aligned word, so a packet
  *                 reads either the old or the new table, never a mix.
  *   reasons       PERCPU_ARRAY reason -> packets.
+ *   fib_cache     LRU_PERCPU_HASH (destination, ingress ifindex) -> the last
+ *                 successful bpf_fib_lookup (egress, MACs, largest length
+ *                 accepted), reused for fib_cache_ns: a route lookup costs
+ *                 more than the rest of the fast path together.
  *   vserver_stats, backend_stats  PERCPU_ARRAY per vserver / backend counters.
  */
 #include <linux/bpf.h>
@@ -66,6 +70,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* M, the number of slots of every Maglev table. Set by the loader. */
 volatile const __u32 table_size = 65537;
+
+/* How long a bpf_fib_lookup result is reused for a destination; 0 disables
+ * the cache. Set by the loader. */
+volatile const __u64 fib_cache_ns = 1000000000ULL;
 
 /* Not read by the program: puts the enums into BTF so bpf2go mirrors them. */
 volatile const enum reason reason_count = REASON_MAX;
@@ -127,6 +135,13 @@ struct {
 	__type(value, __u64);
 	__uint(max_entries, REASON_MAX);
 } reasons SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__type(key, struct fib_key);
+	__type(value, struct fib_entry);
+	__uint(max_entries, 16384);
+} fib_cache SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -453,16 +468,37 @@ static __always_inline int parse(struct xdp_md *ctx, struct pkt *p)
 	return P_NOT_IP;
 }
 
+/* fib looks up the route and neighbour for dst (bpf_fib_lookup), through
+ * the per-CPU fib_cache: a SUCCESS is reused for fib_cache_ns for packets no
+ * longer than one the kernel accepted (so the MTU check still holds). Only
+ * ifindex, smac and dmac of fp are meaningful after a cached answer. */
 static __always_inline int fib(struct xdp_md *ctx, const struct pkt *p, __u8 proto,
 			       const __u32 *src, const __u32 *dst, __u16 sport, __u16 dport,
-			       struct bpf_fib_lookup *fp)
+			       struct bpf_fib_lookup *fp, __u64 now)
 {
+	struct fib_key ck = {};
+	struct fib_entry *ce = NULL;
+	__u32 len = p->l3_end - p->l3;
+	int rc;
+
+	if (fib_cache_ns) {
+		__builtin_memcpy(ck.addr, dst, 16);
+		ck.ifindex = ctx->ingress_ifindex;
+		ck.family = p->family;
+		ce = bpf_map_lookup_elem(&fib_cache, &ck);
+		if (ce && now < ce->expires_ns && len <= ce->max_len) {
+			fp->ifindex = ce->ifindex;
+			__builtin_memcpy(fp->dmac, ce->dmac, ETH_ALEN);
+			__builtin_memcpy(fp->smac, ce->smac, ETH_ALEN);
+			return BPF_FIB_LKUP_RET_SUCCESS;
+		}
+	}
 	__builtin_memset(fp, 0, sizeof(*fp));
 	fp->ifindex = ctx->ingress_ifindex;
 	fp->l4_protocol = proto;
 	fp->sport = sport;
 	fp->dport = dport;
-	fp->tot_len = p->l3_end - p->l3;
+	fp->tot_len = len;
 	if (p->family == FAMILY_V4) {
 		fp->family = AF_INET;
 		fp->ipv4_src = src[0];
@@ -472,7 +508,22 @@ static __always_inline int fib(struct xdp_md *ctx, const struct pkt *p, __u8 pro
 		__builtin_memcpy(fp->ipv6_src, src, 16);
 		__builtin_memcpy(fp->ipv6_dst, dst, 16);
 	}
-	return bpf_fib_lookup(ctx, fp, sizeof(*fp), 0);
+	rc = bpf_fib_lookup(ctx, fp, sizeof(*fp), 0);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS && fib_cache_ns) {
+		struct fib_entry ne = {
+			.expires_ns = now + fib_cache_ns,
+			.ifindex = fp->ifindex,
+			.max_len = len,
+		};
+
+		/* a still valid entry for the same egress keeps its larger length */
+		if (ce && now < ce->expires_ns && ce->ifindex == fp->ifindex && ce->max_len > len)
+			ne.max_len = ce->max_len;
+		__builtin_memcpy(ne.dmac, fp->dmac, ETH_ALEN);
+		__builtin_memcpy(ne.smac, fp->smac, ETH_ALEN);
+		bpf_map_update_elem(&fib_cache, &ck, &ne, BPF_ANY);
+	}
+	return rc;
 }
 
 /* fib_refused maps a fib result the packet cannot be forwarded with to the
@@ -641,12 +692,12 @@ static __always_inline int handle_vserver(struct xdp_md *ctx, struct pkt *p, str
 		return vs_verdict(vs_id, REASON_DROP_NO_BACKEND, XDP_DROP);
 	nport = be->port ? be->port : p->dport;
 
-	rc = fib(ctx, p, p->proto, p->src, be->addr, p->sport, nport, &fp);
+	now = bpf_ktime_get_coarse_ns();
+	rc = fib(ctx, p, p->proto, p->src, be->addr, p->sport, nport, &fp, now);
 	why = fib_refused(rc);
 	if (why)
 		return vs_verdict(vs_id, why, XDP_DROP);
 
-	now = bpf_ktime_get_coarse_ns();
 	if (new_flow) {
 		struct flow nf = {
 			.backend_id = be_id,
@@ -694,7 +745,7 @@ static __always_inline int handle_fragment(struct xdp_md *ctx, struct pkt *p)
 	if (!be || be->family != p->family)
 		return vs_verdict(vs->id, REASON_DROP_NO_BACKEND, XDP_DROP);
 	nport = (p->frag == FRAG_FIRST && be->port) ? be->port : p->dport;
-	rc = fib(ctx, p, p->proto, p->src, be->addr, p->sport, nport, &fp);
+	rc = fib(ctx, p, p->proto, p->src, be->addr, p->sport, nport, &fp, bpf_ktime_get_coarse_ns());
 	why = fib_refused(rc);
 	if (why)
 		return vs_verdict(vs->id, why, XDP_DROP);
@@ -720,7 +771,7 @@ static __always_inline int handle_reverse(struct xdp_md *ctx, struct pkt *p)
 	if (!r || r->family != p->family)
 		return pass(REASON_PASS_NOT_OURS);
 	nport = r->vport ? r->vport : p->sport;
-	rc = fib(ctx, p, p->proto, r->vip, p->dst, nport, p->dport, &fp);
+	rc = fib(ctx, p, p->proto, r->vip, p->dst, nport, p->dport, &fp, bpf_ktime_get_coarse_ns());
 	why = fib_refused(rc);
 	if (why)
 		return vs_verdict(r->vs_id, why, XDP_DROP);
@@ -931,7 +982,7 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct pkt *p)
 		if (!be || be->family != p->family)
 			return vs_verdict(vs->id, REASON_DROP_NO_BACKEND, XDP_DROP);
 		nport = be->port ? be->port : in.sport;
-		rc = fib(ctx, p, p->proto, p->src, be->addr, 0, 0, &fp);
+		rc = fib(ctx, p, p->proto, p->src, be->addr, 0, 0, &fp, bpf_ktime_get_coarse_ns());
 		why = fib_refused(rc);
 		if (why)
 			return vs_verdict(vs->id, why, XDP_DROP);
@@ -952,7 +1003,7 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct pkt *p)
 		    in.src[3] != p->dst[3])
 			return pass(REASON_PASS_ICMP_UNKNOWN);
 		nport = r->vport ? r->vport : in.dport;
-		rc = fib(ctx, p, p->proto, r->vip, p->dst, 0, 0, &fp);
+		rc = fib(ctx, p, p->proto, r->vip, p->dst, 0, 0, &fp, bpf_ktime_get_coarse_ns());
 		why = fib_refused(rc);
 		if (why)
 			return vs_verdict(r->vs_id, why, XDP_DROP);

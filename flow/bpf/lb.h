@@ -136,6 +136,23 @@ struct flow {
 	__u64 seen_ns;	  /* refreshed at most once a second */
 };
 
+/* fib_cache: bpf_fib_lookup results (SUCCESS only), per CPU. */
+struct fib_key {
+	__u32 addr[4]; /* destination */
+	__u32 ifindex; /* ingress interface */
+	__u8 family;
+	__u8 pad[3];
+};
+
+struct fib_entry {
+	__u64 expires_ns; /* bpf_ktime_get_coarse_ns deadline */
+	__u32 ifindex;	  /* egress interface */
+	__u16 max_len;	  /* largest IP length the lookup accepted (MTU check) */
+	__u8 dmac[6];
+	__u8 smac[6];
+	__u16 pad;
+};
+
 struct vs_stats {
 	__u64 packets;
 	__u64 bytes;
