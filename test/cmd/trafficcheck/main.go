@@ -15,6 +15,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -85,6 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "payload seed")
 	scenario := fs.String("scenario", "none", "scenario name for the summary lines")
 	verbose := fs.Bool("v", false, "print every flow that was not kept")
+	jsonOut := fs.String("json", "", "also write every flow's result and the summaries to this file as JSON")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -112,6 +114,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	code := 0
+	if *jsonOut != "" {
+		b, err := json.MarshalIndent(struct {
+			Scenario  string
+			Summaries []traffic.Summary
+			Flows     []traffic.FlowResult
+		}{*scenario, rep.Summaries(), rep.Results}, "", "  ")
+		if err == nil {
+			err = os.WriteFile(*jsonOut, append(b, '\n'), 0o644)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "trafficcheck: writing results:", err)
+			code = 2
+		}
+	}
 	if *verbose {
 		for _, f := range rep.Results {
 			if f.Outcome != traffic.Kept {
@@ -124,7 +140,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, s.Line(*scenario))
 		fmt.Fprintf(stdout, "detail scenario=%s mode=%s round_trips=%d bytes=%d reasons=%s backends=%s\n",
 			*scenario, s.Mode, s.RoundTrips, s.Bytes, counts(s.Reasons), counts(s.Backends))
-		if s.Kept != s.Flows {
+		if s.Kept != s.Flows && code == 0 {
 			code = 1
 		}
 	}

@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -27,7 +30,8 @@ func TestRunAgainstLoopbackServer(t *testing.T) {
 	go srv.ServeTCP(ln)
 	go srv.ServeUDP(pc)
 	var out, errb bytes.Buffer
-	code := run(context.Background(), []string{"-target", "plain=" + ln.Addr().String(), "-tcp", "5", "-udp", "3",
+	jsonPath := filepath.Join(t.TempDir(), "flows.json")
+	code := run(context.Background(), []string{"-json", jsonPath, "-target", "plain=" + ln.Addr().String(), "-tcp", "5", "-udp", "3",
 		"-duration", "600ms", "-interval", "20ms", "-scenario", "smoke", "-src", "127.0.0.1,127.0.0.2"}, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
@@ -37,6 +41,19 @@ func TestRunAgainstLoopbackServer(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "backends=lo:8") {
 		t.Errorf("detail line lacks the backend count:\n%s", out.String())
+	}
+
+	var saved struct {
+		Scenario  string
+		Summaries []traffic.Summary
+		Flows     []traffic.FlowResult
+	}
+	b, err := os.ReadFile(jsonPath)
+	if err != nil || json.Unmarshal(b, &saved) != nil {
+		t.Fatalf("reading the JSON results: %v\n%s", err, b)
+	}
+	if saved.Scenario != "smoke" || len(saved.Flows) != 8 || saved.Summaries[0].Kept != 8 || !saved.Flows[0].Src.IsValid() || saved.Flows[0].Backend != "lo" {
+		t.Errorf("JSON results: %+v", saved)
 	}
 
 	// With the server gone every flow breaks and the exit status says so.
