@@ -256,7 +256,7 @@ func (s *Store) ttl(r *Record) time.Duration {
 func (s *Store) owner(name string) *ownerIndex {
 	oi := s.owners[name]
 	if oi == nil {
-		oi = &ownerIndex{name: name, idx: make(map[uint64]meta)}
+		oi = &ownerIndex{name: name, idx: make(map[uint64]meta, s.cfg.FlowLimit)}
 		s.owners[name] = oi
 	}
 	return oi

@@ -340,3 +340,33 @@ func BenchmarkUpsert(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*len(recs))/b.Elapsed().Seconds(), "flows/s")
 }
+
+// BenchmarkUpsertNew stores a million new flows in batches of 1024, as a
+// bulk sync does.
+func BenchmarkUpsertNew(b *testing.B) {
+	const flows = 1_000_000
+	recs := records(b, 0, flows, nil)
+	var total time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		s, err := New(Config{FlowLimit: flows})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		for i := 0; i < flows; i += 1024 {
+			if _, err := s.Upsert("n1", recs[i:min(i+1024, flows)]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		total += time.Since(start)
+		b.StopTimer()
+		if st := s.Stats(); st.Entries != flows {
+			b.Fatalf("stored %d of %d (%+v)", st.Entries, flows, st)
+		}
+		s.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(flows)*float64(b.N)/total.Seconds(), "flows/s")
+}
