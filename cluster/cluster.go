@@ -426,10 +426,16 @@ func splitDelta(msg Message, limit int) []Message {
 type gossip struct {
 	msg  []byte
 	name string
+	done chan struct{} // closed by Finished, if set
+	once sync.Once
 }
 
 func (g *gossip) Message() []byte { return g.msg }
-func (g *gossip) Finished()       {}
+func (g *gossip) Finished() {
+	if g.done != nil {
+		g.once.Do(func() { close(g.done) })
+	}
+}
 func (g *gossip) Invalidates(o memberlist.Broadcast) bool {
 	og, ok := o.(*gossip)
 	return ok && g.name != "" && g.name == og.name
@@ -530,8 +536,27 @@ func (c *Cluster) Status() Status {
 	}
 }
 
-// Leave tells the cluster this node leaves (graceful), waiting up to timeout.
+// Leave tells the cluster this node leaves (graceful), waiting up to
+// timeout: it withdraws its VIPs (Apply gets the WithdrawVIP effects),
+// publishes that it is leaving, then leaves memberlist, so the others
+// forget it at once instead of keeping it as a dead member.
 func (c *Cluster) Leave(timeout time.Duration) error {
+	c.withMachine((*Machine).SetLeaving)
+	if err := c.list.UpdateNode(timeout); err != nil {
+		c.log.Warn("publishing the leave", "err", err)
+	}
+	// Our own leave notice, gossiped until fully retransmitted: it turns a
+	// member the others already marked dead into one that left.
+	b, err := (&Message{Type: MsgLeave, From: c.cfg.NodeID}).Encode()
+	if err != nil {
+		return fmt.Errorf("leaving: %w", err)
+	}
+	sent := make(chan struct{})
+	c.queue.QueueBroadcast(&gossip{msg: b, done: sent})
+	select {
+	case <-sent:
+	case <-time.After(timeout):
+	}
 	if err := c.list.Leave(timeout); err != nil {
 		return fmt.Errorf("leaving: %w", err)
 	}
@@ -594,6 +619,19 @@ func (c *Cluster) receive(msg Message) {
 		if len(changed) > 0 && msg.Type == MsgDelta {
 			c.broadcast(Message{Type: MsgDelta, From: c.cfg.NodeID, Entries: changed})
 		}
+	}
+	if msg.Type == MsgLeave {
+		known := false
+		c.withMachine(func(m *Machine) {
+			for _, mem := range m.Members() {
+				known = known || mem.ID == msg.From && !mem.Self
+			}
+			m.MemberLeft(msg.From)
+		})
+		if known {
+			c.broadcast(msg)
+		}
+		return
 	}
 	if len(msg.Health) == 0 && msg.Type != MsgDead {
 		return
@@ -676,13 +714,11 @@ func (e *events) member(n *memberlist.Node, state MemberState) {
 
 func (e *events) NotifyJoin(n *memberlist.Node)   { e.member(n, StateAlive) }
 func (e *events) NotifyUpdate(n *memberlist.Node) { e.member(n, StateAlive) }
-func (e *events) NotifyLeave(n *memberlist.Node) {
-	if n.State == memberlist.StateLeft {
-		e.member(n, StateLeft)
-	} else {
-		e.member(n, StateDead)
-	}
-}
+
+// NotifyLeave: memberlist calls it for failures and leaves alike (the
+// Node's State field is not kept up to date); the Machine tells them apart
+// by the Leaving flag of the node's last metadata.
+func (e *events) NotifyLeave(n *memberlist.Node) { e.member(n, StateDead) }
 
 // logWriter turns memberlist's "[LEVEL] memberlist: ..." lines into slog.
 type logWriter struct{ log *slog.Logger }

@@ -409,3 +409,25 @@ func TestClusterHealthChecks(t *testing.T) {
 		t.Errorf("tables %+v", ts)
 	}
 }
+
+// TestClusterLeave: a graceful leave removes the member at once (no dead
+// entry), and its auto pair re-forms.
+func TestClusterLeave(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts memberlist nodes")
+	}
+	a, _ := startNode(t, "a", "", testKey)
+	b, _ := startNode(t, "b", "", testKey, a.Addr())
+	c, _ := startNode(t, "c", "", testKey, a.Addr())
+	waitFor(t, 3*time.Second, "three members", func() bool { return len(a.Members()) == 3 && len(c.Members()) == 3 })
+	if ps := a.Pairs(); len(ps) != 2 || !ps[0].Protected || ps[0].Members[1] != "b" {
+		t.Fatalf("pairs before: %+v", ps)
+	}
+	if err := b.Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, "b gone", func() bool { return len(a.Members()) == 2 && len(c.Members()) == 2 })
+	if ps := a.Pairs(); len(ps) != 1 || !ps[0].Protected || ps[0].Members[1] != "c" {
+		t.Errorf("pairs after: %+v", ps)
+	}
+}

@@ -45,7 +45,10 @@ const (
 	MsgHealth MessageType = 3
 	// MsgDead says From has found node Dead dead (its mirroring connection
 	// closed and a direct probe failed), faster than memberlist's suspicion.
-	MsgDead  MessageType = 4
+	MsgDead MessageType = 4
+	// MsgLeave says From leaves the cluster gracefully: forget it rather
+	// than keep it as a dead member.
+	MsgLeave MessageType = 5
 	metaType MessageType = 0x4d // 'M'
 )
 
@@ -59,6 +62,8 @@ func (t MessageType) String() string {
 		return "health"
 	case MsgDead:
 		return "dead"
+	case MsgLeave:
+		return "leave"
 	}
 	return fmt.Sprintf("type-%d", uint8(t))
 }
@@ -127,6 +132,10 @@ func (m *Message) validate() error {
 	case MsgDead:
 		if !validName(m.Dead) || len(m.Entries) != 0 || len(m.Health) != 0 {
 			return errors.New("dead: want a node id only")
+		}
+	case MsgLeave:
+		if m.Dead != "" || len(m.Entries) != 0 || len(m.Health) != 0 {
+			return errors.New("leave: want the sender only")
 		}
 	default:
 		return fmt.Errorf("unknown message type %d", m.Type)
@@ -212,6 +221,9 @@ type MemberMeta struct {
 	Digest string `json:"digest"`
 	// Drained nodes withdraw their VIPs and take no new flows.
 	Drained bool `json:"drained,omitempty"`
+	// Leaving is set just before a graceful leave, so that the others tell
+	// a leave from a failure (memberlist's leave event does not say which).
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 func (m *MemberMeta) validate() error {

@@ -24,6 +24,7 @@ func sampleMessages(t testing.TB) []Message {
 		{Type: MsgState, From: "n1"},
 		{Type: MsgHealth, From: "n1", Health: health},
 		{Type: MsgDead, From: "n1", Dead: "n2"},
+		{Type: MsgLeave, From: "n1"},
 	}
 }
 

@@ -304,13 +304,17 @@ func (m *Machine) Member(meta MemberMeta, addr netip.AddrPort, state MemberState
 		}
 		return // this node's own metadata is the machine's
 	}
+	if state == StateDead && meta.Leaving {
+		state = StateLeft // it said it was leaving: a leave, not a failure
+	}
 	if state == StateLeft {
-		delete(m.members, meta.ID)
-		delete(m.reports, meta.ID)
-		m.recompute()
+		m.MemberLeft(meta.ID)
 		return
 	}
 	mem, ok := m.members[meta.ID]
+	if !ok && !state.live() {
+		return // not known (or it already left): nothing to mark dead
+	}
 	if !ok {
 		mem = &member{since: m.tick}
 		m.members[meta.ID] = mem
@@ -327,6 +331,17 @@ func (m *Machine) Member(meta MemberMeta, addr netip.AddrPort, state MemberState
 	if addr.IsValid() {
 		mem.addr = addr
 	}
+	m.recompute()
+}
+
+// MemberLeft forgets a member that left gracefully (its MsgLeave, or its
+// Leaving metadata when memberlist reports it gone).
+func (m *Machine) MemberLeft(id string) {
+	if _, ok := m.members[id]; !ok || id == m.cfg.Self.ID {
+		return
+	}
+	delete(m.members, id)
+	delete(m.reports, id)
 	m.recompute()
 }
 
@@ -368,6 +383,14 @@ func (m *Machine) SetConfig(c Config) {
 // SetDrained drains (true) or undrains the node.
 func (m *Machine) SetDrained(d bool) {
 	m.members[m.cfg.Self.ID].meta.Drained = d
+	m.recompute()
+}
+
+// SetLeaving marks this node as leaving the cluster gracefully: it
+// withdraws its VIPs and its metadata tells the others, so that its
+// disappearance is taken as a leave.
+func (m *Machine) SetLeaving() {
+	m.members[m.cfg.Self.ID].meta.Leaving = true
 	m.recompute()
 }
 
@@ -537,7 +560,7 @@ func (m *Machine) recompute() {
 	vips := map[netip.Addr]bool{}
 	for _, vs := range m.config.VServers {
 		vips[vs.VIP] = true
-		if t, ok := next[vs.Name]; ok && t.HasBackend() && m.synced && !self.meta.Drained {
+		if t, ok := next[vs.Name]; ok && t.HasBackend() && m.synced && !self.meta.Drained && !self.meta.Leaving {
 			ready[vs.VIP] = true
 		}
 	}
@@ -623,7 +646,7 @@ func (m *Machine) pairStatus(id uint32, configured bool, ids []string) PairStatu
 	// The active member is the first live one that is not drained (a
 	// drained node takes no new flows), else the first live one.
 	for _, n := range live {
-		if !m.members[n].meta.Drained {
+		if meta := m.members[n].meta; !meta.Drained && !meta.Leaving {
 			p.Active = n
 			break
 		}
