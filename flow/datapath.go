@@ -1,11 +1,3 @@
-// Package flow is Tandem's data plane: the XDP program in flow/bpf (compiled
-// by bpf2go, see gen.go) and Datapath, the Go type that owns every kernel
-// object it needs.
-//
-// The control plane drives it with a handful of calls: SetVServer,
-// SetBackend, SetReverse, SetTable (write the idle half of a vserver's Maglev
-// table, then flip one word with a new epoch), the Delete* counterparts,
-// Counters / Reasons / Flows to observe, Attach / Detach / Close.
 package flow
 
 import (

@@ -1,0 +1,81 @@
+// Package flow is Tandem's data plane: the XDP program in flow/bpf
+// (compiled by bpf2go, see gen.go; the generated lb_bpfel.go and .o are
+// committed so that building needs no clang) and Datapath, the Go type that
+// owns every kernel object it needs.
+//
+// The control plane drives a Datapath with a handful of calls: SetVServer,
+// SetBackend, SetReverse, SetTable (write the idle half of a vserver's Maglev
+// table, then flip one word with a new epoch), the Delete* counterparts,
+// VServerCounters / BackendCounters / Reasons / Flows / LookupFlow to
+// observe, Attach / Detach / Close.
+//
+// # What the program does
+//
+// client -> VIP:port. The vserver is looked up by (VIP, port, protocol),
+// exact port first, then port 0 ("*"). A vserver of type ANY is written as
+// one entry per protocol (TCP and UDP), so the lookup stays two hash lookups
+// at most. A flow-table hit forwards to the recorded backend. On a miss a
+// STATELESS vserver takes slot hashing.PacketHash(seed, client, port,
+// withPort) % M of its active table, records the flow and forwards. Mode nat
+// with USIP: destination address and port rewritten, client source kept,
+// IPv4 header and TCP/UDP checksums updated incrementally (an IPv4 UDP
+// checksum of 0 stays 0; a computed 0 is sent as 0xffff). Vservers that are
+// not STATELESS pass to the kernel (the stateful path is a later issue); DSR
+// is reserved (ModeDSR packets are dropped and counted).
+//
+// backend -> client. A bound service (address, port, protocol) belongs to
+// exactly one STATELESS vserver, so the source is rewritten back to
+// VIP:vport from the reverse map, on any node, with no flow state. A service
+// or vserver on port "*" keeps the packet's port.
+//
+// ICMP errors (IPv4 destination unreachable, including fragmentation
+// needed; ICMPv6 destination unreachable and packet too big) about VIP flows
+// are translated so that path-MTU discovery works through the cluster:
+//
+//   - addressed to a VIP and quoting VIP:vport -> client: sent to the
+//     backend of that flow (flow table, else the vserver's table), the outer
+//     destination and the quoted source rewritten to the backend;
+//   - addressed to a client and quoting client -> backend:port of a bound
+//     service: sent to the client, the quoted destination rewritten back to
+//     VIP:vport and the outer source set to the VIP.
+//
+// The outer IPv4 header, the quoted IPv4 header, the quoted TCP/UDP checksum
+// (when quoted) and the ICMP checksum (for ICMPv6 with its pseudo-header)
+// are all updated. Other ICMP to a VIP (echo...) passes to the kernel.
+//
+// Fragments. A non-first fragment has no ports, so neither a vserver's port
+// nor SRCIPSRCPORTHASH can apply to it. Fragments for a VIP are forwarded
+// only by a wildcard-port STATELESS vserver with SOURCEIPHASH, and then
+// every fragment of a datagram (first and later) goes by that vserver to the
+// same backend, without a flow entry. Any other fragment for a VIP passes to
+// the kernel and is counted (ReasonPassFragment).
+//
+// Forwarding. bpf_fib_lookup (before anything is rewritten) gives egress
+// interface and MACs; the frame is redirected, or sent back with XDP_TX
+// when the egress is the ingress interface. Without a neighbour entry the
+// rewritten packet passes to the kernel, which forwards it and resolves the
+// neighbour (ReasonPassNoNeigh). A packet longer than the route's MTU is
+// dropped (ReasonDropFragNeeded); other failures drop (ReasonDropFIB). A
+// successful lookup is cached per CPU for Config.FIBCacheTTL (default 1s),
+// keyed by destination and ingress interface, and reused only for packets no
+// longer than one the kernel accepted. TTL and hop limit are not decremented:
+// the node rewrites like a NAT middlebox, not like a router. VLAN tags are
+// parsed (802.1Q, and QinQ with an 802.1ad outer tag) and kept as they are.
+//
+// Malformed or truncated frames are never forwarded and never altered: for a
+// VIP they are dropped, otherwise passed, and counted by reason either way.
+// Checksums are not verified (a frame with a wrong checksum keeps it wrong).
+// IPv6 extension headers (hop-by-hop, routing, destination options,
+// fragment) are followed up to four; a fifth makes the packet malformed.
+//
+// # Map layout
+//
+// Tables are double-buffered in one flat BPF array of backend ids: vserver
+// id's half h is at ((id*2 + h) * M). A per-vserver word holds
+// (epoch << 1) | active half; SetTable writes the idle half, then that one
+// aligned word. Memory is MaxVServers*2*M*4 bytes (34 MB with the
+// defaults), sized at load. Backend id 0 means "no backend" (the packet is
+// dropped, ReasonDropNoBackend). The flow table is an LRU hash keyed by the
+// 5-tuple; its value leaves room for the stateful work (owner, flags,
+// timestamps). Counters are per-CPU arrays, summed by the readers here.
+package flow
