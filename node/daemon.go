@@ -57,6 +57,8 @@ type Addresses interface {
 // DataPlane is the loaded data plane; *flow.Datapath implements it.
 type DataPlane interface {
 	FlowTables
+	// Flows lists the flow table (a snapshot of no single instant).
+	Flows() ([]flow.Flow, error)
 	Attach(ifname string) error
 	Close() error
 }
@@ -589,7 +591,8 @@ func (d *Daemon) serve() (stop func() error, err error) {
 		}
 	}()
 	start := func(ln net.Listener, h http.Handler, what string) {
-		s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: slog.NewLogLogger(d.log.With("listener", what).Handler(), slog.LevelDebug)}
 		servers = append(servers, s)
 		go func() {
 			if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tandem-lb/tandem/cluster"
+	"github.com/tandem-lb/tandem/flow"
 	"github.com/tandem-lb/tandem/node/api"
 	"github.com/tandem-lb/tandem/node/bgp"
 	"github.com/tandem-lb/tandem/node/config"
@@ -47,6 +48,11 @@ func (e *events) index(s string) int { return slices.Index(e.list(), s) }
 type fakeDP struct {
 	*fakeFlow
 	ev *events
+}
+
+func (f *fakeDP) Flows() ([]flow.Flow, error) {
+	return []flow.Flow{{Key: flow.FlowKey{Src: netip.MustParseAddrPort("198.51.100.7:41234"), Dst: netip.MustParseAddrPort("203.0.113.10:80"), Protocol: flow.ProtoTCP},
+		BackendID: 2, VServerID: 0, Epoch: 1, Flags: flow.FlowFlagStateless, Created: time.Second}}, nil
 }
 
 func (f *fakeDP) Attach(ifname string) error { f.ev.add("attach %s", ifname); return nil }
@@ -351,6 +357,11 @@ func TestDaemonLifecycle(t *testing.T) {
 	cv, err := c.Cluster(ctx)
 	if err != nil || len(cv.Members) != 1 || len(cv.Members[0].BGP) != 1 || cv.Members[0].BGP[0].State != "ESTABLISHED" {
 		t.Fatalf("show cluster: %+v %v", cv, err)
+	}
+	conns, err := c.Connections(ctx, api.ConnFilter{VServer: "vs1"})
+	if err != nil || len(conns) != 1 || conns[0].VServer != "vs1" || conns[0].Service != "web2" ||
+		conns[0].Backend != netip.MustParseAddrPort("10.0.2.12:8080") || conns[0].Client != netip.MustParseAddrPort("198.51.100.7:41234") || conns[0].Age <= 0 {
+		t.Errorf("show conn: %+v %v", conns, err)
 	}
 	if _, err := c.Drain(ctx, "n9"); err == nil {
 		t.Error("draining an unknown node succeeded")

@@ -300,3 +300,25 @@ func (p *Programmer) IDs() (vservers, backends map[string]uint32) {
 	}
 	return vservers, backends
 }
+
+// Names returns, by data-plane id, the programmed vservers' names and the
+// backends (service name and entry).
+func (p *Programmer) Names() (vservers map[uint32]string, backends map[uint32]NamedBackend) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	vservers = make(map[uint32]string, len(p.vservers))
+	for name, v := range p.vservers {
+		vservers[v.vs.ID] = name
+	}
+	backends = make(map[uint32]NamedBackend, len(p.backends))
+	for name, b := range p.backends {
+		backends[b.ID] = NamedBackend{Service: name, Backend: b}
+	}
+	return vservers, backends
+}
+
+// NamedBackend is a data-plane backend with its service's name.
+type NamedBackend struct {
+	Service string
+	flow.Backend
+}

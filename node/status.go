@@ -7,6 +7,9 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tandem-lb/tandem/cluster"
 	"github.com/tandem-lb/tandem/node/api"
@@ -218,10 +221,53 @@ func (s status) Health(ctx context.Context) (map[string]api.Health, error) {
 	return out, nil
 }
 
-// Connections implements api.StatusSource. Listing the flow table is not
-// wired yet: the answer is empty.
+// Connections implements api.StatusSource: this node's flow table. Other
+// nodes' flows are theirs to list (ask their API).
 func (s status) Connections(ctx context.Context, f api.ConnFilter) ([]api.Conn, error) {
-	return []api.Conn{}, nil
+	out := []api.Conn{}
+	if f.Node != "" && f.Node != s.d.cfg.NodeID {
+		return out, nil
+	}
+	flows, err := s.d.dp.Flows()
+	if err != nil {
+		return nil, fmt.Errorf("reading the flow table: %w", err)
+	}
+	vsNames, backends := s.d.programmer.Names()
+	now := monotonicNow()
+	for _, fl := range flows {
+		vs := vsNames[fl.VServerID]
+		if f.VServer != "" && vs != f.VServer {
+			continue
+		}
+		c := api.Conn{Node: s.d.cfg.NodeID, VServer: vs, Proto: fl.Key.Protocol.String(), Client: fl.Key.Src, VIP: fl.Key.Dst}
+		if b, ok := backends[fl.BackendID]; ok {
+			port := b.Port
+			if port == 0 { // a service on "*" keeps the destination port
+				port = fl.Key.Dst.Port()
+			}
+			c.Service, c.Backend = b.Service, netip.AddrPortFrom(b.Addr, port)
+		}
+		if now > fl.Created {
+			c.Age = now - fl.Created
+		}
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].VServer != out[j].VServer {
+			return out[i].VServer < out[j].VServer
+		}
+		return out[i].Client.Compare(out[j].Client) < 0
+	})
+	return out, nil
+}
+
+// monotonicNow is CLOCK_MONOTONIC, the clock of the flow table's times.
+func monotonicNow() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
 }
 
 // Drain implements api.Drainer for this node only.
