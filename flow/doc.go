@@ -48,7 +48,10 @@
 // only by a wildcard-port STATELESS vserver with SOURCEIPHASH, and then
 // every fragment of a datagram (first and later) goes by that vserver to the
 // same backend, without a flow entry. Any other fragment for a VIP passes to
-// the kernel and is counted (ReasonPassFragment).
+// the kernel and is counted (ReasonPassFragment). Likewise, fragments from a
+// service are rewritten back to the VIP only when the service is bound on
+// any port to a vserver on port "*" (only the address changes); fragments
+// from other services pass.
 //
 // Forwarding. bpf_fib_lookup (before anything is rewritten) gives egress
 // interface and MACs; the frame is redirected, or sent back with XDP_TX

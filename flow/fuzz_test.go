@@ -31,7 +31,7 @@ func refForwardable(f []byte, vips, services map[netip.Addr]bool) bool {
 	}
 	later := frag && l4 < 0
 	if later {
-		return (proto == protoTCP || proto == protoUDP) && vips[dst]
+		return (proto == protoTCP || proto == protoUDP) && (vips[dst] || services[src])
 	}
 	switch proto {
 	case protoTCP:

@@ -125,4 +125,36 @@ func TestFragments(t *testing.T) {
 	if r := e.reasons(); r[ReasonPassFragment] != 3 {
 		t.Errorf("pass_fragment = %d, want 3", r[ReasonPassFragment])
 	}
+
+	// From a service on any port of a "*" vserver: the source goes back to
+	// the VIP in every fragment. From a service on one port: pass.
+	back := l4Segment(protoUDP, ip("10.1.0.10"), ip("10.2.0.5"), 7777, 5000, payload, false)
+	backVIP := l4Segment(protoUDP, ip("10.100.0.2"), ip("10.2.0.5"), 7777, 5000, payload, false)
+	mkb := func(src string, part []byte, off uint16, mf bool) []byte {
+		return ethFrame(e.macA, neighMAC(0x10), nil, ethIPv4, ipPacket(ip(src), ip("10.2.0.5"), protoUDP, part, ipOpts{fragOff: off, mf: mf}))
+	}
+	for i, c := range []struct {
+		in, want []byte
+	}{
+		{mkb("10.1.0.10", back[:16], 0, true), mkb("10.100.0.2", backVIP[:16], 0, true)},
+		{mkb("10.1.0.10", back[16:], 2, false), mkb("10.100.0.2", backVIP[16:], 2, false)},
+	} {
+		copy(c.want[0:6], neighMAC(0x05))
+		copy(c.want[6:12], e.macB)
+		v, out := e.run(c.in)
+		if v != xdpRedirect {
+			t.Fatalf("reverse fragment %d: verdict %s, want REDIRECT (%v)", i, verdictName(v), e.reasons())
+		}
+		diffFrames(t, "reverse fragment", out, c.want)
+	}
+	portBound := ethFrame(e.macA, neighMAC(0x11), nil, ethIPv4, ipPacket(ip("10.1.0.11"), ip("10.2.0.5"), protoUDP,
+		l4Segment(protoUDP, ip("10.1.0.11"), ip("10.2.0.5"), 5353, 5000, payload, false)[:16], ipOpts{mf: true}))
+	if v, out := e.run(portBound); v != xdpPass {
+		t.Errorf("fragment from a one-port service: verdict %s, want PASS", verdictName(v))
+	} else {
+		diffFrames(t, "reverse fragment pass", out, portBound)
+	}
+	if r := e.reasons(); r[ReasonFwdFragment] != 4 || r[ReasonPassFragment] != 4 {
+		t.Errorf("fwd_fragment = %d, pass_fragment = %d, want 4 and 4", r[ReasonFwdFragment], r[ReasonPassFragment])
+	}
 }

@@ -718,12 +718,44 @@ static __always_inline int handle_vserver(struct xdp_md *ctx, struct pkt *p, str
 	return send(ctx, rc, &fp, vs_id, new_flow ? REASON_FWD_NEW : REASON_FWD_HIT);
 }
 
+/* handle_reverse_fragment: fragments from a service are rewritten only when
+ * the service's reverse entry is for any port and its vserver is on port
+ * "*": then the source address alone changes and every fragment can be
+ * rewritten alike. Other fragments from services pass and are counted. */
+static __always_inline int handle_reverse_fragment(struct xdp_md *ctx, struct pkt *p)
+{
+	struct bpf_fib_lookup fp;
+	struct rev_key k = {};
+	struct rev *r;
+	__u32 why;
+	int rc;
+
+	if (!(addr_flags(p->src, p->family) & ADDR_F_BACKEND))
+		return pass(REASON_PASS_NOT_OURS);
+	__builtin_memcpy(k.addr, p->src, 16);
+	k.proto = p->proto;
+	k.family = p->family;
+	r = bpf_map_lookup_elem(&reverse, &k);
+	if (!r || r->vport != 0 || r->family != p->family)
+		return pass(REASON_PASS_FRAGMENT);
+	rc = fib(ctx, p, p->proto, r->vip, p->dst, p->sport, p->dport, &fp, bpf_ktime_get_coarse_ns());
+	why = fib_refused(rc);
+	if (why)
+		return vs_verdict(r->vs_id, why, XDP_DROP);
+	if (rewrite(ctx, p, 1, r->vip, p->sport))
+		return XDP_ABORTED;
+	vs_add(r->vs_id, ctx->data_end - ctx->data, 0, 1);
+	be_add(r->backend_id, ctx->data_end - ctx->data, 0, 1);
+	return send(ctx, rc, &fp, r->vs_id, REASON_FWD_FRAGMENT);
+}
+
 /* handle_fragment: a non-first fragment has no ports, so neither the
  * vserver's port nor SRCIPSRCPORTHASH can be applied to it. Fragments for a
  * VIP are forwarded only by a wildcard-port ("*") STATELESS vserver with
  * SOURCEIPHASH, for every fragment of a datagram (first and later) alike, so
  * that all of them reach the same backend; no flow entry is made. Any other
- * fragment for a VIP passes to the kernel and is counted. */
+ * fragment for a VIP passes to the kernel and is counted. Fragments from
+ * services: see handle_reverse_fragment. */
 static __always_inline int handle_fragment(struct xdp_md *ctx, struct pkt *p)
 {
 	struct bpf_fib_lookup fp;
@@ -734,7 +766,7 @@ static __always_inline int handle_fragment(struct xdp_md *ctx, struct pkt *p)
 	int rc;
 
 	if (!is_vip(p))
-		return pass(REASON_PASS_NOT_OURS);
+		return handle_reverse_fragment(ctx, p);
 	vs = lookup_vserver(p->dst, 0, p->proto, p->family, 0);
 	if (!vs)
 		return pass(REASON_PASS_FRAGMENT);
