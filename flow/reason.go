@@ -36,23 +36,22 @@ const (
 	numReasons = int(lbReasonREASON_MAX)
 )
 
-var _ = [1]struct{}{}[numReasons-len(reasonNames)] // reasonNames covers every reason
-
-// reasonNames is constant data (never written), indexed by Reason.
-var reasonNames = [...]string{
-	"none",
-	"fwd_hit", "fwd_new", "fwd_fragment", "fwd_reverse", "fwd_icmp_client", "fwd_icmp_backend",
-	"pass_not_ip", "pass_not_ours", "pass_bad_l2", "pass_bad_l3", "pass_bad_l4",
-	"pass_vip_no_vserver", "pass_fragment", "pass_not_stateless", "pass_no_neigh",
-	"pass_icmp_unknown",
-	"drop_bad_l3", "drop_bad_l4", "drop_bad_icmp", "drop_no_backend", "drop_fib",
-	"drop_frag_needed", "drop_unsupported",
-}
-
 // String is the reason's metric label, e.g. "drop_no_backend".
 func (r Reason) String() string {
-	if int(r) < len(reasonNames) {
-		return reasonNames[r]
+	names := [...]string{
+		"none",
+		"fwd_hit", "fwd_new", "fwd_fragment", "fwd_reverse", "fwd_icmp_client", "fwd_icmp_backend",
+		"pass_not_ip", "pass_not_ours", "pass_bad_l2", "pass_bad_l3", "pass_bad_l4",
+		"pass_vip_no_vserver", "pass_fragment", "pass_not_stateless", "pass_no_neigh",
+		"pass_icmp_unknown",
+		"drop_bad_l3", "drop_bad_l4", "drop_bad_icmp", "drop_no_backend", "drop_fib",
+		"drop_frag_needed", "drop_unsupported",
+	}
+	// The names follow enum reason of flow/bpf/lb.h; TestReasonNames checks
+	// that every reason has one.
+	var _ = [1]struct{}{}[numReasons-len(names)]
+	if int(r) < len(names) {
+		return names[r]
 	}
 	return fmt.Sprintf("reason(%d)", uint32(r))
 }
