@@ -133,6 +133,7 @@ api: {socket: %s}
 metrics: {listen: "127.0.0.1:9410"}
 stateDir: %s
 xdpMode: native
+drainTime: 1s
 log: {level: debug}
 `, front.Name, back.Name, keyring, sock, filepath.Join(dir, "state"))), 0o600)
 
@@ -243,6 +244,30 @@ log: {level: debug}
 	bird.WaitRoute(t, "back4", 10*time.Second, "the return prefix back after a restart", func(r map[netip.Prefix]nstest.Route) bool {
 		_, ok := r[ret]
 		return ok
+	})
+
+	// Drain: GRACEFUL_SHUTDOWN first, the route withdrawn after drainTime;
+	// undrain brings it back without the community.
+	if _, err := c.Drain(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	drained := time.Now()
+	bird.WaitRoute(t, "", 2*time.Second, "GRACEFUL_SHUTDOWN on the VIP after drain", func(r map[netip.Prefix]nstest.Route) bool {
+		return r[vip].HasCommunity(65535, 0)
+	})
+	bird.WaitRoute(t, "", 5*time.Second, "the VIP withdrawn after the drain time", func(r map[netip.Prefix]nstest.Route) bool {
+		_, ok := r[vip]
+		return !ok
+	})
+	if d := time.Since(drained); d < time.Second {
+		t.Errorf("VIP withdrawn %v after the drain, before the 1s drain time", d)
+	}
+	if _, err := c.Undrain(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	bird.WaitRoute(t, "", 5*time.Second, "the VIP back, without GRACEFUL_SHUTDOWN, after undrain", func(r map[netip.Prefix]nstest.Route) bool {
+		rt, ok := r[vip]
+		return ok && !rt.HasCommunity(65535, 0)
 	})
 
 	// SIGTERM: the route goes first, within 1s; the process exits 0.
