@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -163,6 +164,49 @@ func FuzzParse(f *testing.F) {
 		for _, p := range c.BGP.Peers {
 			if p.HoldTime != 0 && p.Keepalive >= p.HoldTime {
 				t.Fatalf("accepted keepalive >= hold time: %+v", p)
+			}
+		}
+	})
+}
+
+func FuzzParseKeyring(f *testing.F) {
+	f.Add([]byte("# primary\n" + base64.StdEncoding.EncodeToString(make([]byte, 32)) + "\n"))
+	f.Add([]byte("not base64\n"))
+	f.Add([]byte("\n\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		keys, err := ParseKeyring(b)
+		if err != nil {
+			if !errors.Is(err, ErrKeyring) {
+				t.Fatalf("error wraps no sentinel: %v", err)
+			}
+			return
+		}
+		if len(keys) == 0 {
+			t.Fatal("no key and no error")
+		}
+		for _, k := range keys {
+			if len(k) != KeySize {
+				t.Fatalf("accepted a %d-byte key", len(k))
+			}
+		}
+	})
+}
+
+func FuzzParseCommunity(f *testing.F) {
+	for _, s := range []string{"65535:0", "0:0", "1:65536", "a:b", ":", "65001:100"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := ParseCommunity(s)
+		if err != nil {
+			return
+		}
+		if back := fmt.Sprintf("%d:%d", v>>16, v&0xffff); back != s {
+			// Leading zeros or a plus sign are accepted; the value must
+			// still be what the two numbers say.
+			v2, err := ParseCommunity(back)
+			if err != nil || v2 != v {
+				t.Fatalf("%q -> %#x -> %q -> %#x", s, v, back, v2)
 			}
 		}
 	})

@@ -140,6 +140,9 @@ func ParseShowRouteAll(out string) (map[netip.Prefix]Route, error) {
 		if line[0] != ' ' && line[0] != '\t' {
 			flush()
 			f := strings.Fields(line)
+			if len(f) == 0 {
+				continue
+			}
 			p, err := netip.ParsePrefix(f[0])
 			if err != nil {
 				return nil, fmt.Errorf("route line %q: %w", line, err)

@@ -47,3 +47,20 @@ func TestParseShowRouteAll(t *testing.T) {
 		t.Errorf("v6 route = %+v", r6)
 	}
 }
+
+func FuzzParseShowRouteAll(f *testing.F) {
+	f.Add(showRouteAll)
+	f.Add("BIRD 2.0.12 ready.\nTable master4:\n10.0.0.0/8 unicast [x 1] * (100)\n\tBGP.community: (1,2)\n")
+	f.Add("garbage\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		routes, err := ParseShowRouteAll(s)
+		if err != nil {
+			return
+		}
+		for p, r := range routes {
+			if p != r.Prefix || !p.IsValid() {
+				t.Fatalf("route keyed %v holds %v", p, r.Prefix)
+			}
+		}
+	})
+}
