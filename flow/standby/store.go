@@ -256,7 +256,7 @@ func (s *Store) ttl(r *Record) time.Duration {
 func (s *Store) owner(name string) *ownerIndex {
 	oi := s.owners[name]
 	if oi == nil {
-		oi = &ownerIndex{name: name, idx: make(map[uint64]meta, s.cfg.FlowLimit)}
+		oi = &ownerIndex{name: name, idx: make(map[uint64]meta, min(s.cfg.FlowLimit, 1<<20))}
 		s.owners[name] = oi
 	}
 	return oi
