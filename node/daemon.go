@@ -481,6 +481,19 @@ func (d *Daemon) reconcileReturns(ctx context.Context, sp Speaker) {
 	}
 }
 
+// announcedVIPs returns the VIPs this node announces (address up, route
+// out), sorted.
+func (d *Daemon) announcedVIPs() []netip.Addr {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]netip.Addr, 0, len(d.vips))
+	for a := range d.vips {
+		out = append(out, a)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
 // Drain announces every prefix with GRACEFUL_SHUTDOWN so that routers move
 // traffic away, and after DrainTime tells the cluster this node is drained:
 // its VIPs are then withdrawn.

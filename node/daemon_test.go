@@ -358,6 +358,9 @@ func TestDaemonLifecycle(t *testing.T) {
 	if err != nil || len(cv.Members) != 1 || len(cv.Members[0].BGP) != 1 || cv.Members[0].BGP[0].State != "ESTABLISHED" {
 		t.Fatalf("show cluster: %+v %v", cv, err)
 	}
+	if ns, err := c.Node(ctx, "n1"); err != nil || !slices.Equal(ns.VIPs, []netip.Addr{vip}) || ns.Counters.Packets != 10 {
+		t.Errorf("show node n1: %+v %v", ns, err)
+	}
 	conns, err := c.Connections(ctx, api.ConnFilter{VServer: "vs1"})
 	if err != nil || len(conns) != 1 || conns[0].VServer != "vs1" || conns[0].Service != "web2" ||
 		conns[0].Backend != netip.MustParseAddrPort("10.0.2.12:8080") || conns[0].Client != netip.MustParseAddrPort("198.51.100.7:41234") || conns[0].Age <= 0 {

@@ -100,7 +100,7 @@ func (s status) Node(ctx context.Context, id string) (api.NodeStatus, error) {
 			}
 		}
 		if id == cs.Self {
-			ns.VIPs = s.d.membership().Status().Announced
+			ns.VIPs = s.d.announcedVIPs()
 			cnt, err := s.Counters(ctx)
 			if err == nil {
 				for _, c := range cnt.VServers {
