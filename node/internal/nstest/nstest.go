@@ -16,9 +16,13 @@ import (
 	"time"
 )
 
-// RequireRoot skips the test unless it runs as root with the tools it needs.
+// RequireRoot skips the test unless it runs as root with the tools it needs,
+// and under -short (`make test-unit` runs what needs neither root nor BPF).
 func RequireRoot(t testing.TB, tools ...string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs root (network namespaces, veths, BIRD): skipped under -short")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces, veths, BIRD)")
 	}
