@@ -500,7 +500,7 @@ func (d *Daemon) announcedVIPs() []netip.Addr {
 func (d *Daemon) Drain(ctx context.Context) error {
 	sp, cl := d.speaker(), d.membership()
 	if sp == nil || cl == nil {
-		return errors.New("the node is starting: drain it once it runs")
+		return fmt.Errorf("drain it once it runs: %w", ErrStarting)
 	}
 	if err := sp.Drain(ctx); err != nil {
 		return fmt.Errorf("announcing graceful shutdown: %w", err)
@@ -522,7 +522,7 @@ func (d *Daemon) Drain(ctx context.Context) error {
 func (d *Daemon) Undrain(ctx context.Context) error {
 	sp, cl := d.speaker(), d.membership()
 	if sp == nil || cl == nil {
-		return errors.New("the node is starting")
+		return ErrStarting
 	}
 	d.mu.Lock()
 	if d.drainT != nil {

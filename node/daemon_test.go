@@ -123,6 +123,7 @@ type fakeCluster struct {
 	mu      sync.Mutex
 	drained bool
 	vips    []netip.Addr
+	others  []cluster.MemberStatus
 }
 
 func (f *fakeCluster) Join(seeds []string) (int, error) { return 0, nil }
@@ -145,7 +146,7 @@ func (f *fakeCluster) Status() cluster.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return cluster.Status{Node: "n1", ConfigDigest: f.store.Digest(), Drained: f.drained,
-		Members: []cluster.MemberStatus{{ID: "n1", State: "alive", Self: true, Digest: f.store.Digest()}},
+		Members: append([]cluster.MemberStatus{{ID: "n1", State: "alive", Self: true, Digest: f.store.Digest()}}, f.others...),
 		Health:  []cluster.ServiceHealth{{Service: "web1", Up: true, Voters: 1, Live: 1}}}
 }
 func (f *fakeCluster) Tables() []cluster.VServerTable { return nil }
@@ -366,8 +367,14 @@ func TestDaemonLifecycle(t *testing.T) {
 		conns[0].Backend != netip.MustParseAddrPort("10.0.2.12:8080") || conns[0].Client != netip.MustParseAddrPort("198.51.100.7:41234") || conns[0].Age <= 0 {
 		t.Errorf("show conn: %+v %v", conns, err)
 	}
-	if _, err := c.Drain(ctx, "n9"); err == nil {
-		t.Error("draining an unknown node succeeded")
+	if _, err := c.Drain(ctx, "n9"); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("draining an unknown node: %v, want ErrNotFound", err)
+	}
+	h.cl.mu.Lock()
+	h.cl.others = []cluster.MemberStatus{{ID: "n2", State: "alive"}}
+	h.cl.mu.Unlock()
+	if _, err := c.Drain(ctx, "n2"); !errors.Is(err, api.ErrMisdirected) {
+		t.Errorf("draining another node: %v, want ErrMisdirected", err)
 	}
 	if _, err := c.Drain(ctx, "n1"); err != nil {
 		t.Fatal(err)

@@ -17,8 +17,12 @@ import (
 )
 
 // ErrRemoteDrain is returned when draining another node is asked of this
-// one: drain it through its own API.
-var ErrRemoteDrain = errors.New("this node drains only itself")
+// one: drain it through its own API. It matches api.ErrMisdirected (421).
+var ErrRemoteDrain = fmt.Errorf("this node drains only itself: %w", api.ErrMisdirected)
+
+// ErrStarting is returned while the node is starting. It matches
+// api.ErrUnavailable (503).
+var ErrStarting = fmt.Errorf("the node is starting: %w", api.ErrUnavailable)
 
 // status answers the API's show commands and the metrics scrapes from the
 // daemon's components. Its methods are safe for concurrent use.
@@ -62,7 +66,7 @@ func memberOf(m cluster.MemberStatus) api.Member {
 func (s status) Cluster(ctx context.Context) (api.ClusterStatus, error) {
 	cl := s.d.membership()
 	if cl == nil {
-		return api.ClusterStatus{}, errors.New("the node is starting: not in the cluster yet")
+		return api.ClusterStatus{}, fmt.Errorf("not in the cluster yet: %w", ErrStarting)
 	}
 	st := cl.Status()
 	out := api.ClusterStatus{Self: st.Node}
@@ -293,7 +297,7 @@ func (s status) self(node string) error {
 	if cl := s.d.membership(); cl != nil {
 		for _, m := range cl.Status().Members {
 			if m.ID == node {
-				return fmt.Errorf("drain %s: %w; ask %s's own API (clusterctl --node %s)", node, ErrRemoteDrain, node, node)
+				return fmt.Errorf("drain %s: %w; ask %s's own API (clusterctl --node ITS-API drain node %s)", node, ErrRemoteDrain, node, node)
 			}
 		}
 	}
