@@ -45,7 +45,8 @@ type Snapshot struct {
 	VServers []Traffic
 	Backends []Traffic
 	Peers    []Peer
-	// Members counts cluster members by state ("alive", "suspect", "dead").
+	// Members counts cluster members by state ("alive", "suspect", "dead",
+	// "left").
 	Members map[string]int
 	// ConfigDigest is the replicated configuration's digest.
 	ConfigDigest string
@@ -177,8 +178,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descBGPUp, b2f(p.Established), p.Address, strconv.FormatUint(uint64(p.AS), 10))
 		gauge(descBGPState, 1, p.Address, p.State)
 	}
-	for _, st := range []string{"alive", "suspect", "dead"} {
+	// The usual states always, at 0 when empty, so that alerts on them
+	// have a series; any other state as it comes.
+	for _, st := range []string{"alive", "suspect", "dead", "left"} {
 		gauge(descMembers, float64(s.Members[st]), st)
+	}
+	for st, n := range s.Members {
+		switch st {
+		case "alive", "suspect", "dead", "left":
+		default:
+			gauge(descMembers, float64(n), st)
+		}
 	}
 	if s.ConfigDigest != "" {
 		gauge(descConfig, 1, s.ConfigDigest)

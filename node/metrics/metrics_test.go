@@ -59,6 +59,7 @@ tandem_bgp_session_up{peer="10.0.1.2",peer_as="65002"} 0
 # TYPE tandem_cluster_members gauge
 tandem_cluster_members{state="alive"} 3
 tandem_cluster_members{state="dead"} 0
+tandem_cluster_members{state="left"} 0
 tandem_cluster_members{state="suspect"} 1
 # HELP tandem_config_info The replicated configuration's digest (value 1).
 # TYPE tandem_config_info gauge

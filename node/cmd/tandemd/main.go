@@ -40,6 +40,10 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	if *check {
+		if err := checkFiles(cfg); err != nil {
+			fmt.Fprintf(stderr, "tandemd: %s: %v\n", *path, err)
+			return 2
+		}
 		fmt.Fprintf(stderr, "%s: ok (node %s)\n", *path, cfg.NodeID)
 		return 0
 	}
@@ -62,4 +66,24 @@ func run(args []string, stderr io.Writer) int {
 	}
 	log.Info("tandemd stopped cleanly")
 	return 0
+}
+
+// checkFiles reads the files the configuration names (keyring, API token or
+// TLS files), so that --check catches what would stop the daemon at start.
+func checkFiles(cfg config.Config) error {
+	if _, err := config.LoadKeyring(cfg.Memberlist.KeyringFile); err != nil {
+		return err
+	}
+	if t := cfg.API.TCP; t != nil {
+		files := []string{t.TokenFile}
+		if t.TLS != nil {
+			files = []string{t.TLS.Cert, t.TLS.Key, t.TLS.ClientCA}
+		}
+		for _, f := range files {
+			if _, err := os.ReadFile(f); err != nil {
+				return fmt.Errorf("api: %w", err)
+			}
+		}
+	}
+	return nil
 }
