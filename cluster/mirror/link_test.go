@@ -627,3 +627,116 @@ func TestTLSRefusals(t *testing.T) {
 		})
 	}
 }
+
+// recordingHandler keeps slog records.
+type recordingHandler struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (h *recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *recordingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *recordingHandler) WithGroup(string) slog.Handler            { return h }
+func (h *recordingHandler) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		b.WriteString(" " + a.String())
+		return true
+	})
+	h.mu.Lock()
+	h.msgs = append(h.msgs, b.String())
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *recordingHandler) has(sub string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, m := range h.msgs {
+		if strings.Contains(m, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestWrongKeyIsLogged(t *testing.T) {
+	rh, sh := &recordingHandler{}, &recordingHandler{}
+	l := startLink(t, newMemSource(0, 10), func(sc *SenderConfig, rc *ReceiverConfig) {
+		sc.Auth.PSK = []byte("not the cluster's key at all")
+		sc.Logger = slog.New(sh)
+		rc.Logger = slog.New(rh)
+	})
+	eventually(t, "receiver logs the refusal", func() bool {
+		return rh.has("mirroring peer refused") && rh.has("peer=n1") && rh.has("proved no knowledge of the key")
+	})
+	eventually(t, "sender logs the refusal", func() bool { return sh.has("mirroring peer refused") })
+	if l.sink.len() != 0 {
+		t.Error("state applied from a peer with the wrong key")
+	}
+}
+
+// recordingInstaller is a fake data plane flow table.
+type recordingInstaller struct{ flows map[standby.Key]standby.Entry }
+
+func (r *recordingInstaller) InstallBatch(es []standby.Entry) error {
+	for _, e := range es {
+		k, err := e.Key()
+		if err != nil {
+			return err
+		}
+		r.flows[k] = e
+	}
+	return nil
+}
+
+// End to end on one host: the owner mirrors into the partner's standby
+// store, some flows change and close, the owner dies, and the partner's
+// takeover installs exactly the owner's live flows.
+func TestMirrorThenTakeover(t *testing.T) {
+	store, err := standby.New(standby.Config{FlowLimit: 100_000, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	src := newMemSource(0, 20_000)
+	rev := &events{}
+	_, addr := startReceiver(t, ReceiverConfig{Self: "n2", Pair: 1, Partner: "n1", Auth: Auth{PSK: testKey}, Sink: store, OnEvent: rev.add, Logger: quietLogger()})
+	s, err := NewSender(SenderConfig{Self: "n1", Pair: 1, Partner: "n2", Addr: addr, Auth: Auth{PSK: testKey}, Source: src, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, "bulk sync", func() bool { return rev.has(LinkEventSynced) })
+	for i := 20_000; i < 25_000; i++ {
+		src.set(i)
+		s.Upsert(testEntry(i))
+	}
+	for i := 0; i < 20_000; i += 4 {
+		src.del(i)
+		s.Delete(keyOf(t, i))
+	}
+	want := 25_000 - 5_000
+	eventually(t, "increments applied", func() bool { return store.Owners()["n1"] == want })
+	// The owner dies.
+	cancel()
+	<-done
+	eventually(t, "link closed", func() bool { return rev.has(LinkEventClosed) })
+	inst := &recordingInstaller{flows: map[standby.Key]standby.Entry{}}
+	n, err := store.Takeover("n1", inst)
+	if err != nil || n != want {
+		t.Fatalf("Takeover = %d, %v; want %d", n, err, want)
+	}
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	for _, e := range src.flows {
+		k, _ := e.Key()
+		if inst.flows[k] != e {
+			t.Fatalf("flow %v installed as %+v, want %+v", k, inst.flows[k], e)
+		}
+	}
+}

@@ -271,11 +271,13 @@ func (s *Sender) event(ev LinkEvent) {
 func (s *Sender) Run(ctx context.Context) error {
 	backoff := s.cfg.BackoffMin
 	var gen uint64
+	lastRefusal := "" // logged once per distinct reason, not per retry
 	for {
 		s.status.update(func(st *Status) { st.State = LinkConnecting })
 		c, err := s.connect(ctx)
 		if err == nil {
 			backoff = s.cfg.BackoffMin
+			lastRefusal = ""
 			err = s.stream(ctx, c, &gen)
 			c.nc.Close()
 			s.status.update(func(st *Status) {
@@ -297,7 +299,10 @@ func (s *Sender) Run(ctx context.Context) error {
 				}
 			})
 			if refused {
-				s.cfg.Logger.Warn("mirroring peer refused", "peer", s.cfg.Partner, "addr", s.cfg.Addr, "err", err)
+				if err.Error() != lastRefusal {
+					s.cfg.Logger.Warn("mirroring peer refused", "peer", s.cfg.Partner, "addr", s.cfg.Addr, "err", err)
+					lastRefusal = err.Error()
+				}
 				s.event(LinkEvent{Kind: LinkEventRefused, Peer: s.cfg.Partner, Err: err})
 			}
 		}

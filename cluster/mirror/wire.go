@@ -193,11 +193,16 @@ func finishFrame(dst []byte, start int) []byte {
 // MaxFrameSize) and returns its type and body (payload and any tag), which
 // alias buf.
 func ReadFrame(r *bufio.Reader, buf []byte) (FrameType, []byte, []byte, error) {
-	var hdr [5]byte
-	if _, err := io.ReadFull(r, hdr[:4]); err != nil {
+	// Peek, not a local array, which would escape through io.ReadFull.
+	hdr, err := r.Peek(4)
+	if err != nil {
+		if errors.Is(err, io.EOF) && len(hdr) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
 		return 0, nil, buf, err
 	}
-	n := binary.BigEndian.Uint32(hdr[:4])
+	n := binary.BigEndian.Uint32(hdr)
+	r.Discard(4)
 	if n == 0 || n > MaxFrameSize {
 		return 0, nil, buf, fmt.Errorf("%w: length %d (at most %d)", ErrFrameTooLarge, n, MaxFrameSize)
 	}
