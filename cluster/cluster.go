@@ -197,9 +197,15 @@ type Cluster struct {
 	queue     *memberlist.TransmitLimitedQueue
 	checker   *Checker
 
+	directMu sync.Mutex
+	direct   []Message      // local deltas to send to every member
+	senders  sync.WaitGroup // direct sends in flight
+
 	wake      chan struct{}
+	metaWake  chan struct{}
 	stop      chan struct{}
 	done      chan struct{}
+	metaDone  chan struct{}
 	closeOnce sync.Once
 }
 
@@ -212,11 +218,13 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{
-		cfg:  cfg,
-		log:  cfg.Logger.With("node", cfg.NodeID),
-		wake: make(chan struct{}, 1),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		cfg:      cfg,
+		log:      cfg.Logger.With("node", cfg.NodeID),
+		wake:     make(chan struct{}, 1),
+		metaWake: make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		metaDone: make(chan struct{}),
 	}
 	store, err := NewStore(StoreConfig{Node: cfg.NodeID, Dir: cfg.StateDir, OnChange: c.storeChanged})
 	if err != nil {
@@ -284,6 +292,7 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 		c.checker.Update(store.Config())
 	}
 	go c.loop()
+	go c.metaLoop()
 	c.kick()
 	return c, nil
 }
@@ -351,6 +360,23 @@ func (c *Cluster) loop() {
 		for _, e := range effects {
 			c.perform(e)
 		}
+		c.sendDirect()
+	}
+}
+
+// metaLoop publishes this node's metadata when it changed; several changes
+// in a row are published once (NodeMeta reads the latest).
+func (c *Cluster) metaLoop() {
+	defer close(c.metaDone)
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-c.metaWake:
+			if err := c.list.UpdateNode(c.cfg.TCPTimeout); err != nil {
+				c.log.Warn("publishing node metadata", "err", err)
+			}
+		}
 	}
 }
 
@@ -359,8 +385,11 @@ func (c *Cluster) perform(e Effect) {
 	case Broadcast:
 		c.broadcast(e.Msg)
 	case UpdateMeta:
-		if err := c.list.UpdateNode(c.cfg.TCPTimeout); err != nil {
-			c.log.Warn("publishing node metadata", "err", err)
+		// UpdateNode waits until the change is gossiped (a gossip
+		// interval); metaLoop does it so tables and VIPs are not delayed.
+		select {
+		case c.metaWake <- struct{}{}:
+		default:
 		}
 	default:
 		c.cfg.Apply(e)
@@ -368,12 +397,57 @@ func (c *Cluster) perform(e Effect) {
 }
 
 // storeChanged is the Store's OnChange: called under the store's lock, so
-// it only queues.
+// it only queues. A local change is gossiped and also sent directly to
+// every live member over memberlist's reliable (TCP) channel: operator
+// edits are rare, and this makes them arrive in one round trip even when
+// gossip packets are lost; gossip and push/pull remain the repair path.
 func (c *Cluster) storeChanged(changed []Entry, local bool) {
 	if local {
-		c.broadcast(Message{Type: MsgDelta, From: c.cfg.NodeID, Entries: changed})
+		msg := Message{Type: MsgDelta, From: c.cfg.NodeID, Entries: changed}
+		c.broadcast(msg)
+		c.directMu.Lock()
+		c.direct = append(c.direct, msg)
+		c.directMu.Unlock()
 	}
 	c.kick()
+}
+
+// sendDirect sends queued local deltas to every live member, one goroutine
+// per member (a dead member costs a TCP timeout, not a stalled loop).
+func (c *Cluster) sendDirect() {
+	c.directMu.Lock()
+	msgs := c.direct
+	c.direct = nil
+	c.directMu.Unlock()
+	if len(msgs) == 0 {
+		return
+	}
+	var bufs [][]byte
+	for _, m := range msgs {
+		b, err := m.Encode()
+		if err != nil {
+			c.log.Error("encoding delta", "err", err)
+			continue
+		}
+		bufs = append(bufs, b)
+	}
+	for _, mem := range c.Members() {
+		if mem.Self || mem.State != StateAlive.String() && mem.State != StateSuspect.String() || !mem.Addr.IsValid() {
+			continue
+		}
+		// A copy of the node: memberlist's own Node values change under its lock.
+		to := &memberlist.Node{Name: mem.ID, Addr: mem.Addr.Addr().AsSlice(), Port: mem.Addr.Port()}
+		c.senders.Add(1)
+		go func() {
+			defer c.senders.Done()
+			for _, b := range bufs {
+				if err := c.list.SendReliable(to, b); err != nil {
+					c.log.Debug("sending delta directly", "member", to.Name, "err", err)
+					return
+				}
+			}
+		}()
+	}
 }
 
 // maxGossip is the size above which a delta is split so that each part fits
@@ -573,6 +647,8 @@ func (c *Cluster) Close() error {
 		}
 		close(c.stop)
 		<-c.done
+		<-c.metaDone
+		c.senders.Wait()
 		err = c.list.Shutdown()
 	})
 	return err
