@@ -120,6 +120,7 @@ func (c *MachineConfig) validate() error {
 type Effect interface{ isEffect() }
 
 // ProgramTable: write the table into the data plane (idle half, then flip).
+// The table's slices are shared with the machine: read-only.
 type ProgramTable struct{ Table VServerTable }
 
 // RemoveTable: the vserver is gone or in error; remove it from the data plane.
@@ -696,10 +697,15 @@ func (m *Machine) Members() []MemberStatus {
 // Pairs returns the pairs, sorted by id.
 func (m *Machine) Pairs() []PairStatus { return clonePairs(m.pairs) }
 
-// Tables returns the current tables, sorted by vserver.
+// Tables returns a copy of the current tables, sorted by vserver. (The
+// tables in ProgramTable effects share memory with the machine: read them,
+// do not modify them.)
 func (m *Machine) Tables() []VServerTable {
 	out := make([]VServerTable, 0, len(m.tables))
 	for _, t := range m.tables {
+		t.Backends = slices.Clone(t.Backends)
+		t.Weights = slices.Clone(t.Weights)
+		t.Slots = slices.Clone(t.Slots)
 		out = append(out, t)
 	}
 	slices.SortFunc(out, func(a, b VServerTable) int { return cmp.Compare(a.VServer, b.VServer) })

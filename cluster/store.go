@@ -226,6 +226,7 @@ func (s *Store) Clock() uint64 {
 // (one not already broken in the merged document) refuses it with the
 // RuleErrors. On any error nothing changes. Otherwise each changed object
 // gets a new version, the document is persisted, and OnChange is called.
+// fn runs with the store locked: it must not call the Store.
 func (s *Store) Update(fn func(*Config) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
