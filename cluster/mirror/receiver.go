@@ -91,6 +91,7 @@ type Receiver struct {
 
 	mu      sync.Mutex
 	current *conn
+	open    map[net.Conn]struct{} // every accepted connection, for shutdown
 	wg      sync.WaitGroup
 }
 
@@ -100,7 +101,7 @@ func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	r := &Receiver{cfg: cfg}
+	r := &Receiver{cfg: cfg, open: make(map[net.Conn]struct{})}
 	r.status.st = Status{Role: "receiver", Self: cfg.Self, Peer: cfg.Partner, Pair: cfg.Pair, Auth: cfg.Auth.mode()}
 	return r, nil
 }
@@ -120,8 +121,8 @@ func (r *Receiver) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() {
 		ln.Close()
 		r.mu.Lock()
-		if r.current != nil {
-			r.current.nc.Close()
+		for nc := range r.open {
+			nc.Close()
 		}
 		r.mu.Unlock()
 	})
@@ -139,9 +140,20 @@ func (r *Receiver) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			return fmt.Errorf("accepting mirroring connections: %w", err)
 		}
+		r.mu.Lock()
+		r.open[nc] = struct{}{}
+		r.mu.Unlock()
+		if ctx.Err() != nil {
+			nc.Close()
+		}
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
+			defer func() {
+				r.mu.Lock()
+				delete(r.open, nc)
+				r.mu.Unlock()
+			}()
 			r.handle(ctx, nc)
 		}()
 	}

@@ -20,7 +20,9 @@ type Source interface {
 	// fn returns false. It is called from the sender's goroutine, for each
 	// bulk sync and each refresh, while the data plane keeps changing; a
 	// flow created or closed meanwhile must also be reported through
-	// Sender.Upsert or Sender.Delete.
+	// Sender.Upsert or Sender.Delete. It must not stall between entries
+	// for longer than the heartbeat timeout, or the receiver drops the
+	// link.
 	Snapshot(fn func(standby.Entry) bool)
 }
 
@@ -524,7 +526,9 @@ func (s *Sender) stream(ctx context.Context, c *conn, gen *uint64) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	readErr := make(chan error, 1)
+	readDone := make(chan struct{})
 	go func() {
+		defer close(readDone)
 		err := s.readAcks(c, w)
 		// Unblock a write stuck on a peer that stopped reading.
 		c.nc.Close()
@@ -532,6 +536,8 @@ func (s *Sender) stream(ctx context.Context, c *conn, gen *uint64) error {
 	}()
 	stop := context.AfterFunc(ctx, func() { c.nc.Close() })
 	defer stop()
+	// The reader must not report on this connection once the next began.
+	defer func() { c.nc.Close(); <-readDone }()
 
 	*gen++
 	cur := *gen
