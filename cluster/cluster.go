@@ -198,8 +198,11 @@ type Cluster struct {
 	checker   *Checker
 
 	directMu sync.Mutex
-	direct   []Message      // local deltas to send to every member
-	senders  sync.WaitGroup // direct sends in flight
+	direct   [][]byte // encoded messages to send to every member
+	// directHealth is this node's latest health report when it is too
+	// large to gossip; reports replace each other.
+	directHealth []byte
+	senders      sync.WaitGroup // direct sends in flight
 
 	wake      chan struct{}
 	metaWake  chan struct{}
@@ -405,31 +408,30 @@ func (c *Cluster) storeChanged(changed []Entry, local bool) {
 	if local {
 		msg := Message{Type: MsgDelta, From: c.cfg.NodeID, Entries: changed}
 		c.broadcast(msg)
+		b, err := msg.Encode()
+		if err != nil {
+			c.log.Error("encoding delta", "err", err)
+			return
+		}
 		c.directMu.Lock()
-		c.direct = append(c.direct, msg)
+		c.direct = append(c.direct, b)
 		c.directMu.Unlock()
 	}
 	c.kick()
 }
 
-// sendDirect sends queued local deltas to every live member, one goroutine
+// sendDirect sends queued messages to every live member, one goroutine
 // per member (a dead member costs a TCP timeout, not a stalled loop).
 func (c *Cluster) sendDirect() {
 	c.directMu.Lock()
-	msgs := c.direct
-	c.direct = nil
-	c.directMu.Unlock()
-	if len(msgs) == 0 {
-		return
+	bufs := c.direct
+	if c.directHealth != nil {
+		bufs = append(bufs, c.directHealth)
 	}
-	var bufs [][]byte
-	for _, m := range msgs {
-		b, err := m.Encode()
-		if err != nil {
-			c.log.Error("encoding delta", "err", err)
-			continue
-		}
-		bufs = append(bufs, b)
+	c.direct, c.directHealth = nil, nil
+	c.directMu.Unlock()
+	if len(bufs) == 0 {
+		return
 	}
 	for _, mem := range c.Members() {
 		if mem.Self || mem.State != StateAlive.String() && mem.State != StateSuspect.String() || !mem.Addr.IsValid() {
@@ -455,11 +457,32 @@ func (c *Cluster) sendDirect() {
 // encryption and compound framing).
 const maxGossip = 1000
 
+// maxPacket is the largest message gossip can carry in one packet (1400
+// bytes of UDP buffer minus memberlist's framing and encryption overhead).
+const maxPacket = 1300
+
+// broadcast gossips msg. A message too large for a gossip packet (a health
+// report of hundreds of services) cannot be gossiped: this node's own is
+// sent directly to every member over TCP, a relayed one is dropped (its
+// origin sends it directly too, and push/pull carries every report).
 func (c *Cluster) broadcast(msg Message) {
 	for _, part := range splitDelta(msg, maxGossip) {
 		b, err := part.Encode()
 		if err != nil {
 			c.log.Error("encoding broadcast", "type", msg.Type, "err", err)
+			continue
+		}
+		if len(b) > maxPacket {
+			if part.From == c.cfg.NodeID {
+				c.directMu.Lock()
+				if part.Type == MsgHealth {
+					c.directHealth = b // only the latest report matters
+				} else {
+					c.direct = append(c.direct, b)
+				}
+				c.directMu.Unlock()
+				c.kick()
+			}
 			continue
 		}
 		name := ""

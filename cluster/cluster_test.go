@@ -43,6 +43,11 @@ func (l *effectLog) announced(vip netip.Addr) bool {
 
 func startNode(t *testing.T, id, dir string, key []byte, seeds ...string) (*Cluster, *effectLog) {
 	t.Helper()
+	return startNodeWith(t, id, dir, key, nil, seeds...)
+}
+
+func startNodeWith(t *testing.T, id, dir string, key []byte, edit func(*ClusterConfig), seeds ...string) (*Cluster, *effectLog) {
+	t.Helper()
 	l := &effectLog{vips: map[netip.Addr]bool{}}
 	cfg := DefaultClusterConfig()
 	cfg.NodeID = id
@@ -57,6 +62,9 @@ func startNode(t *testing.T, id, dir string, key []byte, seeds ...string) (*Clus
 	cfg.DisableHealthChecks = true
 	cfg.Apply = l.apply
 	cfg.Logger = slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if edit != nil {
+		edit(&cfg)
+	}
 	c, err := NewCluster(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -430,4 +438,36 @@ func TestClusterLeave(t *testing.T) {
 	if ps := a.Pairs(); len(ps) != 1 || !ps[0].Protected || ps[0].Members[1] != "c" {
 		t.Errorf("pairs after: %+v", ps)
 	}
+}
+
+// TestClusterLargeHealthReport: a report of 200 services does not fit a
+// gossip packet; it reaches the other node directly, long before push/pull
+// (set to 30s here) would carry it.
+func TestClusterLargeHealthReport(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts memberlist nodes")
+	}
+	slow := func(c *ClusterConfig) { c.PushPullInterval = 30 * time.Second }
+	a, _ := startNodeWith(t, "a", "", testKey, slow)
+	b, _ := startNodeWith(t, "b", "", testKey, slow, a.Addr())
+	waitFor(t, 3*time.Second, "two members", func() bool { return len(a.Members()) == 2 && len(b.Members()) == 2 })
+	const n = 200
+	if err := a.Store().Update(func(c *Config) error {
+		for i := 0; i < n; i++ {
+			c.PutService(svc(fmt.Sprintf("svc%03d", i), fmt.Sprintf("10.0.%d.%d", i/250, 1+i%250), TypeANY, 80, true))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "config on b", func() bool { return b.Store().Digest() == a.Store().Digest() })
+	for i := 0; i < n; i++ {
+		a.ReportProbe(fmt.Sprintf("svc%03d", i), true)
+	}
+	took := waitFor(t, 3*time.Second, "a's 200 verdicts on b", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.machine.reports["a"]) == n
+	})
+	t.Logf("200-service report on b after %s", took.Round(time.Millisecond))
 }
