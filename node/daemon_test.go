@@ -298,6 +298,19 @@ func TestDaemonLifecycle(t *testing.T) {
 	if got := h.sp.Announced(); len(got) != 0 {
 		t.Fatalf("announced %v while the data plane lacks the tables", got)
 	}
+	tcpAddr, maddr := <-h.listened, <-h.listened
+	scrape := func() string {
+		resp, err := http.Get("http://" + maddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	if m := scrape(); !strings.Contains(m, "tandem_dataplane_lagging 1") {
+		t.Error("metrics do not show the data plane lagging")
+	}
 	good := cluster.VServerTable{VServer: "vs1", Seed: 1, Backends: []string{"web1", "web2"}, Weights: []uint32{1, 1}, Slots: []uint32{0, 1, 0, 1, 0, 1, 0}}
 	h.cl.apply(cluster.ProgramTable{Table: good})
 	retPrefix := netip.MustParsePrefix("198.51.100.0/24")
@@ -312,7 +325,6 @@ func TestDaemonLifecycle(t *testing.T) {
 	}
 
 	// The TCP API (opened before the metrics listener) wants the token.
-	tcpAddr, maddr := <-h.listened, <-h.listened
 	for _, tc := range []struct {
 		token string
 		want  int
@@ -332,15 +344,10 @@ func TestDaemonLifecycle(t *testing.T) {
 	}
 
 	// Metrics.
-	resp, err := http.Get("http://" + maddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	body := scrape()
 	for _, want := range []string{`tandem_vserver_packets_total{vserver="vs1"} 10`, `tandem_table_epoch{vserver="vs1"} 1`,
-		`tandem_bgp_session_up{peer="10.0.0.2",peer_as="65000"} 1`, `tandem_backend_up{service="web1"} 1`, `tandem_bgp_announced_prefixes 2`} {
-		if !strings.Contains(string(body), want) {
+		`tandem_bgp_session_up{peer="10.0.0.2",peer_as="65000"} 1`, `tandem_backend_up{service="web1"} 1`, `tandem_bgp_announced_prefixes 2`, `tandem_dataplane_lagging 0`} {
+		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}

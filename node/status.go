@@ -331,6 +331,7 @@ func (s status) Snapshot(ctx context.Context) (metrics.Snapshot, error) {
 			snap.Members[m.State]++
 		}
 		snap.ConfigDigest = st.ConfigDigest
+		snap.ConfigProblems = len(st.Problems)
 		snap.BackendUp = map[string]bool{}
 		for _, h := range st.Health {
 			if h.Voters > 0 {
@@ -339,6 +340,9 @@ func (s status) Snapshot(ctx context.Context) (metrics.Snapshot, error) {
 		}
 	}
 	snap.TableEpochs = s.d.programmer.Epochs()
+	s.d.mu.Lock()
+	snap.DataPlaneLag = s.d.dirty
+	s.d.mu.Unlock()
 	return snap, errors.Join(errs...)
 }
 

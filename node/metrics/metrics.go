@@ -58,6 +58,12 @@ type Snapshot struct {
 	Announced int
 	// Draining is true while the node drains.
 	Draining bool
+	// DataPlaneLag is true while the data plane does not hold the cluster's
+	// tables (a failed write being retried); no new VIP is announced then.
+	DataPlaneLag bool
+	// ConfigProblems counts broken rules in the merged configuration (the
+	// vservers they name are programmed nowhere until fixed).
+	ConfigProblems int
 }
 
 // Source provides snapshots. It is called once per scrape, from the scrape's
@@ -89,6 +95,8 @@ var (
 	descEpoch       = prometheus.NewDesc(ns+"_table_epoch", "Data-plane table epoch, per vserver.", []string{"vserver"}, nil)
 	descAnnounced   = prometheus.NewDesc(ns+"_bgp_announced_prefixes", "Prefixes the node announces.", nil, nil)
 	descDraining    = prometheus.NewDesc(ns+"_draining", "1 while the node drains.", nil, nil)
+	descLag         = prometheus.NewDesc(ns+"_dataplane_lagging", "1 while the data plane does not hold the cluster's tables (retrying).", nil, nil)
+	descProblems    = prometheus.NewDesc(ns+"_config_problems", "Broken rules in the merged configuration.", nil, nil)
 	descScrapeError = prometheus.NewDesc(ns+"_scrape_error", "1 when reading the node's state failed during this scrape.", nil, nil)
 )
 
@@ -129,7 +137,7 @@ func Handler(reg *prometheus.Registry) http.Handler {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descVSPackets, descVSBytes, descVSNewFlows, descVSRepPkts, descVSRepBytes, descVSDrops, descVSVerdicts,
 		descBEPackets, descBEBytes, descBENewFlows, descBERepPkts, descBERepBytes, descBEUp, descBGPUp, descBGPState,
-		descMembers, descConfig, descEpoch, descAnnounced, descDraining, descScrapeError} {
+		descMembers, descConfig, descEpoch, descAnnounced, descDraining, descLag, descProblems, descScrapeError} {
 		ch <- d
 	}
 }
@@ -198,6 +206,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descAnnounced, float64(s.Announced))
 	gauge(descDraining, b2f(s.Draining))
+	gauge(descLag, b2f(s.DataPlaneLag))
+	gauge(descProblems, float64(s.ConfigProblems))
 }
 
 func b2f(b bool) float64 {

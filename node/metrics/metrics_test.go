@@ -22,13 +22,15 @@ func fixture() *fakeSource {
 	return &fakeSource{snap: Snapshot{
 		VServers: []Traffic{{Name: "vs1", Packets: 10, Bytes: 1500, NewFlows: 2, ReplyPackets: 8, ReplyBytes: 900,
 			Reasons: map[string]uint64{"fwd_new": 2, "fwd_hit": 8, "drop_no_backend": 3}}},
-		Backends:     []Traffic{{Name: "web1", Packets: 7, Bytes: 1000, NewFlows: 1}},
-		Peers:        []Peer{{Address: "10.0.0.2", AS: 65000, State: "established", Established: true}, {Address: "10.0.1.2", AS: 65002, State: "active"}},
-		Members:      map[string]int{"alive": 3, "suspect": 1},
-		ConfigDigest: "abc123",
-		TableEpochs:  map[string]uint64{"vs1": 4},
-		BackendUp:    map[string]bool{"web1": true, "web2": false},
-		Announced:    2,
+		Backends:       []Traffic{{Name: "web1", Packets: 7, Bytes: 1000, NewFlows: 1}},
+		Peers:          []Peer{{Address: "10.0.0.2", AS: 65000, State: "established", Established: true}, {Address: "10.0.1.2", AS: 65002, State: "active"}},
+		Members:        map[string]int{"alive": 3, "suspect": 1},
+		ConfigDigest:   "abc123",
+		TableEpochs:    map[string]uint64{"vs1": 4},
+		BackendUp:      map[string]bool{"web1": true, "web2": false},
+		Announced:      2,
+		DataPlaneLag:   true,
+		ConfigProblems: 1,
 	}}
 }
 
@@ -117,7 +119,7 @@ func TestHandlerServesText(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	for _, want := range []string{`tandem_vserver_bytes_total{vserver="vs1"} 1500`, "go_goroutines", `tandem_draining 0`} {
+	for _, want := range []string{`tandem_vserver_bytes_total{vserver="vs1"} 1500`, "go_goroutines", `tandem_draining 0`, `tandem_dataplane_lagging 1`, `tandem_config_problems 1`} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
