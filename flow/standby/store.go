@@ -44,7 +44,8 @@ var (
 
 // FlowInstaller installs flows into the data plane's flow table, a batch at
 // a time (one BPF batch update). Implementations need not be safe for
-// concurrent use: a Store calls it from the goroutine that called Takeover.
+// concurrent use: a Store calls it from the goroutine that called Takeover,
+// while holding a read lock of the store, so it must not call the Store.
 type FlowInstaller interface {
 	InstallBatch(entries []Entry) error
 }
@@ -147,9 +148,11 @@ type Store struct {
 	cache *ristretto.Cache[uint64, value]
 	c     counters
 
-	// clearMu is held for reading by every write to the cache and for
-	// writing by Clear, which must not run beside writes it would undo.
+	// clearMu is held for reading by every use of cache and for writing
+	// when the cache is replaced, which must not run beside writes it
+	// would lose.
 	clearMu sync.RWMutex
+	bg      sync.WaitGroup // closing replaced caches
 
 	mu     sync.Mutex
 	owners map[string]*ownerIndex
@@ -187,7 +190,16 @@ func New(cfg Config) (*Store, error) {
 		seed:   maphash.MakeSeed(),
 		owners: make(map[string]*ownerIndex),
 	}
-	maxCost := cfg.FlowLimit + int64(float64(cfg.FlowLimit)*cfg.Headroom)
+	cache, err := s.newCache()
+	if err != nil {
+		return nil, err
+	}
+	s.cache = cache
+	return s, nil
+}
+
+func (s *Store) newCache() (*ristretto.Cache[uint64, value], error) {
+	maxCost := s.cfg.FlowLimit + int64(float64(s.cfg.FlowLimit)*s.cfg.Headroom)
 	cache, err := ristretto.NewCache(&ristretto.Config[uint64, value]{
 		NumCounters:        10 * maxCost,
 		MaxCost:            maxCost,
@@ -207,8 +219,7 @@ func New(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating ristretto cache: %w", err)
 	}
-	s.cache = cache
-	return s, nil
+	return cache, nil
 }
 
 // Close releases the cache. Later calls fail with ErrClosed or do nothing.
@@ -221,7 +232,10 @@ func (s *Store) Close() {
 	s.closed = true
 	s.owners = make(map[string]*ownerIndex)
 	s.mu.Unlock()
+	s.clearMu.Lock()
 	s.cache.Close()
+	s.clearMu.Unlock()
+	s.bg.Wait()
 }
 
 // unindex drops h from an owner's live index; called from ristretto's
@@ -365,7 +379,9 @@ func (s *Store) del(hs []uint64) {
 
 // Lookup returns the entry stored for key, whoever mirrored it.
 func (s *Store) Lookup(key Key) (Entry, bool) {
+	s.clearMu.RLock()
 	v, ok := s.cache.Get(s.hash(key[:]))
+	s.clearMu.RUnlock()
 	if !ok || v.rec.Key() != key {
 		return Entry{}, false
 	}
@@ -409,9 +425,10 @@ func (s *Store) Stats() Stats {
 // in the store, so Takeover can be called again.
 //
 // Freeing: when no other owner has entries (the usual case, a node stores
-// its one partner's flows), the whole cache is cleared at once; otherwise
-// each entry is deleted, which costs more than the takeover itself (about
-// 5 us per flow at a million flows, deletions leaving Go map tombstones).
+// its one partner's flows), the cache is replaced by an empty one and the
+// old one is closed in the background; otherwise each entry is deleted,
+// which costs more than the takeover itself (several microseconds per flow
+// at a million flows: deletions leave Go map tombstones).
 func (s *Store) Takeover(owner string, inst FlowInstaller) (installed int, err error) {
 	s.mu.Lock()
 	if s.closed {
@@ -440,9 +457,6 @@ func (s *Store) Takeover(owner string, inst FlowInstaller) (installed int, err e
 		if err := inst.InstallBatch(batch); err != nil {
 			return err
 		}
-		for _, h := range hs {
-			delete(oi.idx, h)
-		}
 		done = append(done, hs...)
 		installed += len(batch)
 		s.c.takenOver.Add(uint64(len(batch)))
@@ -453,6 +467,7 @@ func (s *Store) Takeover(owner string, inst FlowInstaller) (installed int, err e
 	// cost far more in cache misses than walking the maps in memory order.
 	// Expired entries are skipped by IterValues. The installer runs while a
 	// shard is read-locked, which delays writes of other owners to it.
+	s.clearMu.RLock()
 	s.cache.IterValues(func(v value) bool {
 		if v.owner != oi {
 			return false
@@ -468,14 +483,18 @@ func (s *Store) Takeover(owner string, inst FlowInstaller) (installed int, err e
 		}
 		return err != nil
 	})
+	s.clearMu.RUnlock()
 	if err == nil {
 		err = flush()
 	}
 	if err == nil {
-		// What is left in the index expired or was replaced.
-		s.c.pruned.Add(uint64(len(oi.idx)))
+		// Indexed entries not found expired or were replaced.
+		s.c.pruned.Add(uint64(max(0, len(oi.idx)-installed)))
 	}
 	if err != nil {
+		for _, h := range done {
+			delete(oi.idx, h)
+		}
 		s.mu.Lock()
 		if !s.closed && s.owners[owner] == nil {
 			s.owners[owner] = oi
@@ -490,20 +509,30 @@ func (s *Store) Takeover(owner string, inst FlowInstaller) (installed int, err e
 	return installed, nil
 }
 
-// free deletes the entries hs, clearing the whole cache instead when no
-// owner is indexed any more.
+// free deletes the entries hs. When no owner is indexed any more it
+// replaces the cache with an empty one instead and closes the old one in
+// the background: clearing or deleting a million entries costs more than
+// the takeover itself.
 func (s *Store) free(hs []uint64) {
 	s.clearMu.Lock()
 	s.mu.Lock()
 	empty := len(s.owners) == 0 && !s.closed
 	s.mu.Unlock()
 	if empty {
-		// No Upsert, Delete or EndSync runs (clearMu), so nothing but the
-		// detached entries is lost.
-		s.cache.Clear()
-		s.clearMu.Unlock()
-		s.c.freed.Add(uint64(len(hs)))
-		return
+		if fresh, err := s.newCache(); err == nil {
+			// No Upsert, Delete or EndSync runs (clearMu), so nothing but
+			// the detached entries is dropped.
+			old := s.cache
+			s.cache = fresh
+			s.clearMu.Unlock()
+			s.c.freed.Add(uint64(len(hs)))
+			s.bg.Add(1)
+			go func() {
+				defer s.bg.Done()
+				old.Close()
+			}()
+			return
+		}
 	}
 	s.clearMu.Unlock()
 	s.del(hs)
