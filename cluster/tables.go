@@ -141,7 +141,7 @@ func computeTables(ok *Config, up map[string]bool, prev map[string]VServerTable,
 			(len(p.Slots) == int(m) || len(p.Slots) == 0 && !anyPositive(t.Weights)) {
 			t.Slots = p.Slots
 			t.Epoch = p.Epoch
-			if !t.sameContent(&p) { // seed or withPort changed
+			if t.Seed != p.Seed || t.WithPort != p.WithPort {
 				t.Epoch++
 			}
 			out = append(out, t)
