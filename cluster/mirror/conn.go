@@ -250,6 +250,9 @@ func (c *conn) readExpect(want FrameType) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
+		if c.peer.hello.Version == 0 {
+			c.peer.hello.Version = r.Version
+		}
 		base := ErrRefused
 		switch r.Code {
 		case RefuseVersion:
@@ -292,7 +295,7 @@ func dialHandshake(ctx context.Context, nc net.Conn, p *handshakeParams) (*conn,
 	}
 	payload, err := c.readExpect(FrameHello)
 	if err != nil {
-		return nil, err
+		return c, err
 	}
 	theirs, derr := DecodeHello(payload)
 	c.peer.hello = theirs

@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -558,6 +559,31 @@ func (m *PairMachine) Tick() {
 		m.joinLeft--
 		if m.joinLeft <= 0 {
 			m.ownAlone()
+		}
+	}
+}
+
+// Link feeds the machine a Sender's or Receiver's event about the link to
+// the partner: the adapter forwards OnEvent here (on the machine's
+// goroutine). Events about another peer are ignored.
+func (m *PairMachine) Link(ev LinkEvent) {
+	if ev.Peer != m.cfg.Partner {
+		return
+	}
+	switch ev.Kind {
+	case LinkEventUp:
+		m.LinkUp()
+	case LinkEventClosed:
+		m.LinkClosed()
+	case LinkEventRefused:
+		if errors.Is(ev.Err, ErrVersionMismatch) {
+			m.VersionMismatch(ev.PeerVersion)
+		}
+	case LinkEventSynced:
+		if ev.Receiver {
+			m.BulkSynced(ev.Gen)
+		} else {
+			m.SyncAcked(ev.Gen)
 		}
 	}
 }

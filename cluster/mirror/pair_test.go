@@ -9,7 +9,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 var rewrite = flag.Bool("rewrite", false, "rewrite testdata/pair/*.txt with the actual output")
@@ -264,4 +266,86 @@ func TestPairNeverTwoOwners(t *testing.T) {
 		t.Errorf("random walk too shallow: %d steps with one owner, %d after a takeover", owned, takeovers)
 	}
 	t.Logf("%d steps with one owner, %d after a takeover", owned, takeovers)
+}
+
+// The machines driven by real links' events: n2's machine learns its mirror
+// is complete from its Receiver, n1's from its Sender's acks; when n1's
+// process goes away, n2's machine asks for a probe.
+func TestPairMachineDrivenByLinks(t *testing.T) {
+	n1, err := NewPairMachine(PairConfig{Self: "n1", Partner: "n2", Pair: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n2, err := NewPairMachine(PairConfig{Self: "n2", Partner: "n1", Pair: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n2.PartnerAlive(RoleJoining)
+	n1.PartnerAlive(RoleStandby)
+	n2.Claimed("n1", 1)
+	if st := n1.Status(); st.Role != RoleActive {
+		t.Fatalf("n1 %v", st)
+	}
+	n1.Ready()
+	n2.Ready()
+
+	evs := make(chan LinkEvent, 64)
+	l := startLink(t, newMemSource(0, 500), func(sc *SenderConfig, rc *ReceiverConfig) {
+		sc.OnEvent = func(ev LinkEvent) { evs <- ev }
+		rc.OnEvent = func(ev LinkEvent) { evs <- ev }
+	})
+	feed := func(until func() bool) {
+		t.Helper()
+		for !until() {
+			select {
+			case ev := <-evs:
+				if ev.Receiver {
+					n2.Link(ev)
+				} else {
+					n1.Link(ev)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("stuck: n1 %v, n2 %v", n1.Status(), n2.Status())
+			}
+		}
+	}
+	feed(func() bool { return n1.Status().Protected && n2.Status().Protected })
+	if l.sink.len() != 500 {
+		t.Errorf("sink holds %d flows", l.sink.len())
+	}
+	// n1's sender stops (its process dies): n2's link closes.
+	l.cancel()
+	l.done.Wait()
+	feed(func() bool { return n2.Status().Probing })
+	effects := n2.Ready()
+	if len(effects) != 1 || effects[0] != (Probe{Partner: "n1"}) {
+		t.Errorf("n2 effects %v, want a probe", effects)
+	}
+	n2.ProbeResult(false)
+	if st := n2.Status(); st.Role != RoleTakenOver || st.Takeover != "complete" || st.Owner != "n2" {
+		t.Errorf("n2 after the failed probe: %v", st)
+	}
+}
+
+func TestPairMachineLearnsVersionMismatch(t *testing.T) {
+	m, err := NewPairMachine(PairConfig{Self: "n2", Partner: "n1", Pair: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.PartnerAlive(RoleJoining)
+	m.Ready()
+	var got []LinkEvent
+	var mu sync.Mutex
+	_, addr := startReceiver(t, ReceiverConfig{Self: "n2", Pair: 1, Partner: "n1", Auth: Auth{PSK: testKey}, Sink: newMemSink(), Logger: quietLogger(),
+		OnEvent: func(ev LinkEvent) { mu.Lock(); got = append(got, ev); mu.Unlock() }})
+	h := Hello{Version: Version + 1, Auth: AuthPSK, Pair: 1, NodeID: "n1"}
+	rawDial(t, addr, AppendHello(nil, &h))
+	eventually(t, "refusal event", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) > 0 })
+	mu.Lock()
+	m.Link(got[0])
+	mu.Unlock()
+	st := m.Status()
+	if st.Protected || !strings.Contains(st.Reason, "version 2") {
+		t.Errorf("status %v", st)
+	}
 }

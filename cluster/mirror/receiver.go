@@ -110,6 +110,7 @@ func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
 func (r *Receiver) Status() Status { return r.status.get() }
 
 func (r *Receiver) event(ev LinkEvent) {
+	ev.Receiver = true
 	if r.cfg.OnEvent != nil {
 		r.cfg.OnEvent(ev)
 	}
@@ -182,7 +183,7 @@ func (r *Receiver) handle(ctx context.Context, nc net.Conn) {
 				st.PeerVersion = peer.Version
 				st.PeerAddr = addr
 			})
-			r.event(LinkEvent{Kind: LinkEventRefused, Peer: peer.NodeID, Err: err})
+			r.event(LinkEvent{Kind: LinkEventRefused, Peer: peer.NodeID, PeerVersion: peer.Version, Err: err})
 		}
 		return
 	}

@@ -62,12 +62,18 @@ func (k LinkEventKind) String() string {
 	return fmt.Sprintf("event(%d)", uint8(k))
 }
 
-// LinkEvent reports a link's change to whoever drives the PairMachine.
+// LinkEvent reports a link's change to whoever drives the PairMachine
+// (PairMachine.Link takes it as is).
 type LinkEvent struct {
 	Kind LinkEventKind
 	Peer string
-	Gen  uint64
-	Err  error
+	// Receiver: the event comes from this node's Receiver (it keeps the
+	// peer's flows), else from its Sender.
+	Receiver bool
+	Gen      uint64
+	// PeerVersion is the protocol version the peer announced, if known.
+	PeerVersion uint16
+	Err         error
 }
 
 // SenderConfig configures a Sender. Zero durations and sizes select the
@@ -305,7 +311,7 @@ func (s *Sender) Run(ctx context.Context) error {
 					s.cfg.Logger.Warn("mirroring peer refused", "peer", s.cfg.Partner, "addr", s.cfg.Addr, "err", err)
 					lastRefusal = err.Error()
 				}
-				s.event(LinkEvent{Kind: LinkEventRefused, Peer: s.cfg.Partner, Err: err})
+				s.event(LinkEvent{Kind: LinkEventRefused, Peer: s.cfg.Partner, PeerVersion: s.Status().PeerVersion, Err: err})
 			}
 		}
 		if ctx.Err() != nil {
