@@ -19,7 +19,15 @@
 //   - machine.go, tables.go: the deterministic state machine (Tick, events
 //     in, Effects out) for members, pairs, health agreement, tables
 //     (ComputeTables) and VIP readiness, tested by the scripts in testdata/.
-//   - cluster.go: the thin memberlist adapter (encrypted gossip, delegates)
-//     that owns the Store and the Machine and performs effects.
+//   - cluster.go: the thin memberlist adapter that owns the Store and the
+//     Machine and performs effects. Gossip is encrypted (keyring, verified
+//     both ways); local configuration changes are gossiped and also sent
+//     to every member over memberlist's reliable channel, what a node
+//     learns it gossips on, and push/pull repairs the rest; messages too
+//     large for a gossip packet go over the reliable channel. Failure
+//     detection is tightened (200ms probes, low suspicion multiplier), a
+//     partner's death declaration (DeclareDead) spreads at once and is
+//     undone if memberlist does not confirm it, and a graceful Leave is told
+//     apart from a failure.
 //   - health.go: TCP-connect monitors with ADC rise/fall.
 package cluster
