@@ -25,6 +25,9 @@ type Sink interface {
 	Delete(owner string, keys []standby.Key)
 }
 
+// The standby store is the production Sink.
+var _ Sink = (*standby.Store)(nil)
+
 // ReceiverConfig configures a Receiver. Zero durations select the defaults
 // in their comments.
 type ReceiverConfig struct {
