@@ -197,6 +197,7 @@ type Cluster struct {
 	queue     *memberlist.TransmitLimitedQueue
 	checker   *Checker
 
+	updateMu sync.Mutex // serializes memberlist.UpdateNode
 	directMu sync.Mutex
 	direct   [][]byte // encoded messages to send to every member
 	// directHealth is this node's latest health report when it is too
@@ -367,6 +368,14 @@ func (c *Cluster) loop() {
 	}
 }
 
+// updateNode publishes this node's metadata. memberlist's UpdateNode reads
+// its local node without a lock, so calls must not overlap.
+func (c *Cluster) updateNode(timeout time.Duration) error {
+	c.updateMu.Lock()
+	defer c.updateMu.Unlock()
+	return c.list.UpdateNode(timeout)
+}
+
 // metaLoop publishes this node's metadata when it changed; several changes
 // in a row are published once (NodeMeta reads the latest).
 func (c *Cluster) metaLoop() {
@@ -376,7 +385,7 @@ func (c *Cluster) metaLoop() {
 		case <-c.stop:
 			return
 		case <-c.metaWake:
-			if err := c.list.UpdateNode(c.cfg.TCPTimeout); err != nil {
+			if err := c.updateNode(c.cfg.TCPTimeout); err != nil {
 				c.log.Warn("publishing node metadata", "err", err)
 			}
 		}
@@ -639,7 +648,7 @@ func (c *Cluster) Status() Status {
 // forget it at once instead of keeping it as a dead member.
 func (c *Cluster) Leave(timeout time.Duration) error {
 	c.withMachine((*Machine).SetLeaving)
-	if err := c.list.UpdateNode(timeout); err != nil {
+	if err := c.updateNode(timeout); err != nil {
 		c.log.Warn("publishing the leave", "err", err)
 	}
 	// Our own leave notice, gossiped until fully retransmitted: it turns a
