@@ -204,7 +204,13 @@ func NewSender(cfg SenderConfig) (*Sender, error) {
 }
 
 // Status returns a snapshot of the link.
-func (s *Sender) Status() Status { return s.status.get() }
+func (s *Sender) Status() Status {
+	st := s.status.get()
+	s.mu.Lock()
+	st.Invalid = s.invalid
+	s.mu.Unlock()
+	return st
+}
 
 // Upsert queues a new or changed flow. Entries that do not encode are
 // counted and dropped.

@@ -73,6 +73,9 @@ type Status struct {
 	Lag time.Duration
 	// Acked is the sequence number of the last frame the receiver applied.
 	Acked uint64
+	// Invalid counts entries the sender could not encode (dropped) or
+	// the receiver refused.
+	Invalid uint64
 	// SyncGeneration is the last bulk sync generation completed (sender:
 	// acknowledged; receiver: applied), LastBulkSync when.
 	SyncGeneration uint64

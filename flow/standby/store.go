@@ -308,6 +308,7 @@ func (s *Store) EndSync(owner string, gen uint64) int {
 	}
 	s.mu.Unlock()
 	s.del(stale)
+	s.c.freed.Add(uint64(len(stale)))
 	return len(stale)
 }
 
@@ -348,24 +349,30 @@ func (s *Store) Upsert(owner string, recs []Record) (stored int, err error) {
 	return stored, err
 }
 
-// Delete frees owner's entries for keys (flows the owner closed).
+// Delete frees owner's entries for keys (flows the owner closed). The
+// cache entry goes even if the index lost track of it.
 func (s *Store) Delete(owner string, keys []Key) {
+	hs := make([]uint64, 0, len(keys))
 	s.mu.Lock()
-	oi := s.owners[owner]
-	if s.closed || oi == nil {
+	if s.closed {
 		s.mu.Unlock()
 		return
 	}
-	hs := make([]uint64, 0, len(keys))
+	oi := s.owners[owner]
+	indexed := 0
 	for i := range keys {
 		h := s.hash(keys[i][:])
-		if _, ok := oi.idx[h]; ok {
-			delete(oi.idx, h)
-			hs = append(hs, h)
+		if oi != nil {
+			if _, ok := oi.idx[h]; ok {
+				delete(oi.idx, h)
+				indexed++
+			}
 		}
+		hs = append(hs, h)
 	}
 	s.mu.Unlock()
 	s.del(hs)
+	s.c.freed.Add(uint64(indexed))
 }
 
 func (s *Store) del(hs []uint64) {
@@ -374,7 +381,6 @@ func (s *Store) del(hs []uint64) {
 	for _, h := range hs {
 		s.cache.Del(h)
 	}
-	s.c.freed.Add(uint64(len(hs)))
 }
 
 // Lookup returns the entry stored for key, whoever mirrored it.
@@ -536,6 +542,7 @@ func (s *Store) free(hs []uint64) {
 	}
 	s.clearMu.Unlock()
 	s.del(hs)
+	s.c.freed.Add(uint64(len(hs)))
 }
 
 // DropVServer frees every entry of vserver id (its connection failover was
@@ -553,5 +560,6 @@ func (s *Store) DropVServer(id uint32) int {
 	}
 	s.mu.Unlock()
 	s.del(hs)
+	s.c.freed.Add(uint64(len(hs)))
 	return len(hs)
 }

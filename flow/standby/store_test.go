@@ -370,3 +370,26 @@ func BenchmarkUpsertNew(b *testing.B) {
 	}
 	b.ReportMetric(float64(flows)*float64(b.N)/total.Seconds(), "flows/s")
 }
+
+// A delete frees the flow's entry even when another owner's index holds it
+// (the flow changed owner) or none does.
+func TestDeleteUnindexed(t *testing.T) {
+	s := newStore(t, Config{FlowLimit: 1000})
+	recs := records(t, 0, 2, nil)
+	upsert(t, s, "n3", recs)
+	s.Delete("n1", []Key{recs[0].Key()})
+	if _, ok := s.Lookup(recs[0].Key()); ok {
+		t.Error("entry survived a delete from its new owner")
+	}
+	if _, ok := s.Lookup(recs[1].Key()); !ok {
+		t.Error("other entry gone")
+	}
+	if st := s.Stats(); st.Freed != 0 {
+		t.Errorf("freed %d: nothing indexed was freed", st.Freed)
+	}
+	// n3's index still names the deleted flow: a takeover skips it.
+	inst := newFakeInstaller()
+	if n, err := s.Takeover("n3", inst); err != nil || n != 1 {
+		t.Errorf("Takeover = %d, %v", n, err)
+	}
+}
