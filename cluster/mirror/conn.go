@@ -143,8 +143,13 @@ func (c *conn) writeFrame(frame []byte) error {
 }
 
 // readFrame reads and authenticates one frame; the payload aliases c.rbuf.
+// Until the peer is authenticated frames are bounded by MaxHandshakeFrame.
 func (c *conn) readFrame() (FrameType, []byte, error) {
-	t, body, raw, err := ReadFrame(c.br, c.rbuf)
+	limit := uint32(MaxFrameSize)
+	if !c.peer.authenticated {
+		limit = MaxHandshakeFrame
+	}
+	t, body, raw, err := readFrame(c.br, c.rbuf, limit)
 	c.rbuf = raw
 	if err != nil {
 		return 0, nil, err

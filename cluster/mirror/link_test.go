@@ -448,12 +448,15 @@ func TestSenderRefusesOtherVersion(t *testing.T) {
 }
 
 func TestReceiverRefusesGarbage(t *testing.T) {
+	big := append([]byte{0, 0, 0x10, 0, byte(FrameHello)}, Magic...)
 	sink := newMemSink()
 	r, addr := startReceiver(t, ReceiverConfig{Self: "n2", Pair: 1, Partner: "n1", Auth: Auth{PSK: testKey}, Sink: sink, Logger: quietLogger()})
 	for _, g := range [][]byte{
 		[]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
 		{0, 0, 0, 5, 1, 'T', 'N', 'D', 'X'},
 		bytes.Repeat([]byte{0xff}, 64),
+		// A handshake frame beyond MaxHandshakeFrame is refused unread.
+		append(big, make([]byte, 4096)...),
 	} {
 		if answer := rawDial(t, addr, g); len(answer) != 0 {
 			t.Errorf("garbage %q answered with %q", g[:8], answer)

@@ -193,6 +193,14 @@ func finishFrame(dst []byte, start int) []byte {
 // MaxFrameSize) and returns its type and body (payload and any tag), which
 // alias buf.
 func ReadFrame(r *bufio.Reader, buf []byte) (FrameType, []byte, []byte, error) {
+	return readFrame(r, buf, MaxFrameSize)
+}
+
+// MaxHandshakeFrame bounds frames before authentication, so that a stranger
+// cannot make a node allocate more than a few kilobytes.
+const MaxHandshakeFrame = 1024
+
+func readFrame(r *bufio.Reader, buf []byte, max uint32) (FrameType, []byte, []byte, error) {
 	// Peek, not a local array, which would escape through io.ReadFull.
 	hdr, err := r.Peek(4)
 	if err != nil {
@@ -203,8 +211,8 @@ func ReadFrame(r *bufio.Reader, buf []byte) (FrameType, []byte, []byte, error) {
 	}
 	n := binary.BigEndian.Uint32(hdr)
 	r.Discard(4)
-	if n == 0 || n > MaxFrameSize {
-		return 0, nil, buf, fmt.Errorf("%w: length %d (at most %d)", ErrFrameTooLarge, n, MaxFrameSize)
+	if n == 0 || n > max {
+		return 0, nil, buf, fmt.Errorf("%w: length %d (at most %d)", ErrFrameTooLarge, n, max)
 	}
 	if cap(buf) < int(n) {
 		buf = make([]byte, n)
