@@ -26,13 +26,19 @@ import (
 // flows the chance that any two collide is about 3e-8, and the stored record
 // carries its full key, so a lookup never returns another flow's entry.
 //
-// ristretto cannot enumerate one owner's entries, so the store keeps, per
-// owner node, an index from key hash to (vserver id, sync generation): 16
-// bytes of map per flow. The index is pruned when ristretto evicts, expires
-// or rejects an entry (its callbacks), and lazily when a takeover finds an
-// indexed entry gone. The index may briefly miss an entry that ristretto
-// holds (an eviction callback racing with a re-insert); that entry is
-// indexed again by the next refresh.
+// ristretto cannot look up one owner's entries, so the store keeps, per
+// owner node, an index from key hash to (vserver id, sync generation),
+// about 16 bytes of map per flow: it answers how many flows each owner has,
+// which entries a bulk sync left stale, which belong to a vserver whose
+// failover was disabled. It is pruned when ristretto evicts, expires or
+// rejects an entry (its callbacks). It may briefly miss an entry that
+// ristretto holds (an eviction callback racing with a re-insert); the next
+// refresh indexes that entry again.
+//
+// Takeover does not walk the index: ristretto v2.4.2 can iterate its values
+// (IterValues, expired ones skipped), and one sequential pass filtering on
+// the owner costs a fraction of a million random lookups. Each stored value
+// names its owner's index, so the pass also finds entries the index missed.
 
 // Sentinel errors.
 var (
