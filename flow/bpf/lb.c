@@ -68,6 +68,12 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define FRAG_FIRST 1
 #define FRAG_LATER 2
 
+/* Handlers are global BPF functions: the verifier checks each once, on its
+ * own, instead of once per path through every inlined copy (which, inlined,
+ * came within a few thousand instructions of the 1M processed-instruction
+ * limit). Their pointer arguments may be NULL as far as it knows. */
+#define HANDLER __attribute__((noinline))
+
 /* M, the number of slots of every Maglev table. Set by the loader. */
 volatile const __u32 table_size = 65537;
 
@@ -200,7 +206,9 @@ static __always_inline void *ptr_at(struct xdp_md *ctx, __u32 off, __u32 size)
 	void *end = (void *)(long)ctx->data_end;
 	void *p;
 
-	if (off > 0xffff)
+	/* A bound the verifier can carry: it tracks packet ranges only while
+	 * offset + size stays under 64 KiB. XDP frames are far shorter. */
+	if (off > 0x7fff)
 		return NULL;
 	p = data + off;
 	if (p + size > end)
@@ -361,7 +369,7 @@ static __always_inline int parse_l4(struct xdp_md *ctx, struct pkt *p)
 	return P_OK;
 }
 
-static __always_inline int parse(struct xdp_md *ctx, struct pkt *p)
+HANDLER int parse(struct xdp_md *ctx, struct pkt *p)
 {
 	__u32 frame_len = ctx->data_end - ctx->data;
 	struct ethhdr *eth = ptr_at(ctx, 0, sizeof(*eth));
@@ -369,6 +377,8 @@ static __always_inline int parse(struct xdp_md *ctx, struct pkt *p)
 	__u16 proto;
 	int i;
 
+	if (!p)
+		return P_NOT_IP;
 	if (!eth)
 		return P_BAD_L2;
 	proto = eth->h_proto;
@@ -654,9 +664,9 @@ static __always_inline void be_add(__u32 be_id, __u64 bytes, int new_flow, int r
 }
 
 /* handle_vserver forwards client -> VIP packets of a vserver. */
-static __always_inline int handle_vserver(struct xdp_md *ctx, struct pkt *p, struct vserver *vs)
+HANDLER int handle_vserver(struct xdp_md *ctx, struct pkt *p, struct vserver *vs)
 {
-	__u32 vs_id = vs->id, be_id = 0, epoch = 0, why;
+	__u32 vs_id, be_id = 0, epoch = 0, why;
 	struct bpf_fib_lookup fp;
 	struct backend *be = NULL;
 	struct flow_key fk = {};
@@ -665,6 +675,9 @@ static __always_inline int handle_vserver(struct xdp_md *ctx, struct pkt *p, str
 	int new_flow = 0, rc;
 	__u16 nport;
 
+	if (!p || !vs)
+		return XDP_ABORTED;
+	vs_id = vs->id;
 	if (!(vs->flags & VS_F_STATELESS))
 		return vs_verdict(vs_id, REASON_PASS_NOT_STATELESS, XDP_PASS);
 	if (vs->mode != MODE_NAT)
@@ -722,7 +735,7 @@ static __always_inline int handle_vserver(struct xdp_md *ctx, struct pkt *p, str
  * the service's reverse entry is for any port and its vserver is on port
  * "*": then the source address alone changes and every fragment can be
  * rewritten alike. Other fragments from services pass and are counted. */
-static __always_inline int handle_reverse_fragment(struct xdp_md *ctx, struct pkt *p)
+HANDLER int handle_reverse_fragment(struct xdp_md *ctx, struct pkt *p)
 {
 	struct bpf_fib_lookup fp;
 	struct rev_key k = {};
@@ -730,6 +743,8 @@ static __always_inline int handle_reverse_fragment(struct xdp_md *ctx, struct pk
 	__u32 why;
 	int rc;
 
+	if (!p)
+		return XDP_ABORTED;
 	if (!(addr_flags(p->src, p->family) & ADDR_F_BACKEND))
 		return pass(REASON_PASS_NOT_OURS);
 	__builtin_memcpy(k.addr, p->src, 16);
@@ -756,7 +771,7 @@ static __always_inline int handle_reverse_fragment(struct xdp_md *ctx, struct pk
  * that all of them reach the same backend; no flow entry is made. Any other
  * fragment for a VIP passes to the kernel and is counted. Fragments from
  * services: see handle_reverse_fragment. */
-static __always_inline int handle_fragment(struct xdp_md *ctx, struct pkt *p)
+HANDLER int handle_fragment(struct xdp_md *ctx, struct pkt *p)
 {
 	struct bpf_fib_lookup fp;
 	struct backend *be;
@@ -764,6 +779,9 @@ static __always_inline int handle_fragment(struct xdp_md *ctx, struct pkt *p)
 	__u32 be_id, epoch = 0, why;
 	__u16 nport;
 	int rc;
+
+	if (!p)
+		return XDP_ABORTED;
 
 	if (!is_vip(p))
 		return handle_reverse_fragment(ctx, p);
@@ -789,7 +807,7 @@ static __always_inline int handle_fragment(struct xdp_md *ctx, struct pkt *p)
 }
 
 /* handle_reverse rewrites backend -> client packets back to VIP:vport. */
-static __always_inline int handle_reverse(struct xdp_md *ctx, struct pkt *p)
+HANDLER int handle_reverse(struct xdp_md *ctx, struct pkt *p)
 {
 	struct bpf_fib_lookup fp;
 	struct rev *r;
@@ -797,6 +815,8 @@ static __always_inline int handle_reverse(struct xdp_md *ctx, struct pkt *p)
 	__u16 nport;
 	int rc;
 
+	if (!p)
+		return XDP_ABORTED;
 	if (!(addr_flags(p->src, p->family) & ADDR_F_BACKEND))
 		return pass(REASON_PASS_NOT_OURS);
 	r = lookup_reverse(p->src, p->sport, p->proto, p->family);
@@ -965,16 +985,19 @@ static __always_inline int icmp_rewrite(struct xdp_md *ctx, const struct pkt *p,
  *   the client with the quoted destination rewritten back to VIP:vport and
  *   the outer source set to the VIP, so the client's socket matches it.
  */
-static __always_inline int handle_icmp(struct xdp_md *ctx, struct pkt *p)
+HANDLER int handle_icmp(struct xdp_md *ctx, struct pkt *p)
 {
-	int v6 = p->family == FAMILY_V6;
-	int vip = is_vip(p);
 	struct bpf_fib_lookup fp;
 	struct inner in = {};
-	__u8 *type = ptr_at(ctx, p->l4, 1);
-	int err, rc;
+	int err, rc, v6, vip;
+	__u8 *type;
 	__u32 why;
 
+	if (!p)
+		return XDP_ABORTED;
+	v6 = p->family == FAMILY_V6;
+	vip = is_vip(p);
+	type = ptr_at(ctx, p->l4, 1);
 	if (!type)
 		return XDP_ABORTED;
 	if (p->frag)
@@ -1084,7 +1107,11 @@ int xdp_lb(struct xdp_md *ctx)
 		if (!vs)
 			return pass(REASON_PASS_VIP_NO_VSERVER);
 	}
-	return handle_vserver(ctx, &p, vs);
+	{
+		struct vserver v = *vs;
+
+		return handle_vserver(ctx, &p, &v);
+	}
 }
 
 /* xdp_pass is the benchmark baseline, and what veth peers in tests attach to
