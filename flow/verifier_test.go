@@ -1,0 +1,38 @@
+package flow
+
+import (
+	"regexp"
+	"strconv"
+	"testing"
+
+	"github.com/cilium/ebpf"
+)
+
+// TestVerifierBudget keeps the program well under the verifier's 1M
+// processed-instruction limit, so that the stateful work still fits: the
+// inlined program once came within 0.4% of it.
+func TestVerifierBudget(t *testing.T) {
+	const budget = 200000
+	needRoot(t)
+	spec, err := loadLb()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Maps["tables"].MaxEntries = 1024
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
+		Programs: ebpf.ProgramOptions{LogLevel: ebpf.LogLevelStats},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer coll.Close()
+	m := regexp.MustCompile(`processed (\d+) insns`).FindStringSubmatch(coll.Programs["xdp_lb"].VerifierLog)
+	if m == nil {
+		t.Fatalf("no instruction count in the verifier log: %q", coll.Programs["xdp_lb"].VerifierLog)
+	}
+	n, _ := strconv.Atoi(m[1])
+	t.Logf("verifier processed %d instructions (budget %d, limit 1000000)", n, budget)
+	if n > budget {
+		t.Errorf("verifier processed %d instructions, over the budget of %d", n, budget)
+	}
+}
