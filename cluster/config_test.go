@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"encoding/json"
 	"errors"
 	"net/netip"
 	"slices"
@@ -351,4 +352,40 @@ func TestQuarantine(t *testing.T) {
 	if err := ok.Validate(); err != nil {
 		t.Errorf("quarantined config still invalid: %v", err)
 	}
+}
+
+// FuzzConfig: any configuration decoded from JSON normalizes, validates,
+// quarantines and yields tables without panicking; what Quarantine keeps
+// breaks no rule that involves a vserver, and Normalize is idempotent.
+func FuzzConfig(f *testing.F) {
+	good := goodConfig()
+	f.Add(good.Canonical())
+	bad := goodConfig()
+	bad.PutVServer(vsrv("dup", TypeANY, "203.0.113.10", 80, MethodSrcIPSrcPortHash, PersistNone, FailoverStateless))
+	bad.PutBinding(Binding{VServer: "dup", Service: "web1", Weight: 1000})
+	bad.PutBinding(Binding{VServer: "nope", Service: "ghost"})
+	f.Add(bad.Canonical())
+	f.Add([]byte(`{"services":[{"name":"a","ip":"::1","type":"UDP","port":0}],"vservers":[{"name":"a","type":"SSL","vip":"10.0.0.1","connFailover":"STATELESS"}],"bindings":[{"vserver":"a","service":"a"}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var c Config
+		if err := json.Unmarshal(b, &c); err != nil {
+			return
+		}
+		c.Normalize()
+		d := c.Digest()
+		c.Normalize()
+		if c.Digest() != d {
+			t.Fatal("Normalize is not idempotent")
+		}
+		_ = c.Validate()
+		q, _ := c.Quarantine()
+		for _, p := range q.Problems() {
+			if len(p.VServers) > 0 {
+				t.Fatalf("quarantined config still has a vserver problem: %v", p)
+			}
+		}
+		if _, err := ComputeTables(c, map[string]bool{"web1": true, "a": true}, nil, 7); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
