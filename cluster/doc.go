@@ -19,7 +19,7 @@
 //   - machine.go, tables.go: the deterministic state machine (Tick, events
 //     in, Effects out) for members, pairs, health agreement, tables
 //     (ComputeTables) and VIP readiness, tested by the scripts in testdata/.
-//   - cluster.go: the thin memberlist adapter that owns the Store and the
+//   - cluster.go, gossip.go: the thin memberlist adapter that owns the Store and the
 //     Machine and performs effects. Gossip is encrypted (keyring, verified
 //     both ways); local configuration changes are gossiped and also sent
 //     to every member over memberlist's reliable channel, what a node
