@@ -156,6 +156,7 @@ func New(cfg Config) (_ *Datapath, err error) {
 		"vserver_stats": cfg.MaxVServers,
 		"backend_stats": cfg.MaxBackends,
 		"fib_cache":     cfg.FIBCacheSize,
+		"backend_fib":   cfg.MaxBackends,
 	}
 	for name, n := range sizes {
 		m, ok := spec.Maps[name]

@@ -60,8 +60,9 @@
 // neighbour (ReasonPassNoNeigh). A packet longer than the route's MTU is
 // dropped (ReasonDropFragNeeded); other failures drop (ReasonDropFIB). A
 // successful lookup is cached per CPU for Config.FIBCacheTTL (default 1s),
-// keyed by destination and ingress interface, and reused only for packets no
-// longer than one the kernel accepted. TTL and hop limit are not decremented:
+// for the same destination and ingress interface (per backend in an array
+// for client -> backend, in an LRU hash for other destinations), and reused
+// only for packets no longer than one the kernel accepted. TTL and hop limit are not decremented:
 // the node rewrites like a NAT middlebox, not like a router. VLAN tags are
 // parsed (802.1Q, and QinQ with an 802.1ad outer tag) and kept as they are.
 //

@@ -40,12 +40,13 @@ type lbBeStats struct {
 type lbFibEntry struct {
 	_         structs.HostLayout
 	ExpiresNs uint64
+	Addr      [4]uint32
+	InIfindex uint32
 	Ifindex   uint32
 	MaxLen    uint16
 	Dmac      [6]uint8
 	Smac      [6]uint8
 	Pad       uint16
-	_         [4]byte
 }
 
 type lbFibKey struct {
@@ -165,6 +166,7 @@ type lbVserver struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	lbMapAddrs        = "addrs"
+	lbMapBackendFib   = "backend_fib"
 	lbMapBackendStats = "backend_stats"
 	lbMapBackends     = "backends"
 	lbMapFibCache     = "fib_cache"
@@ -234,6 +236,7 @@ type lbProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type lbMapSpecs struct {
 	Addrs        *ebpf.MapSpec `ebpf:"addrs"`
+	BackendFib   *ebpf.MapSpec `ebpf:"backend_fib"`
 	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
 	FibCache     *ebpf.MapSpec `ebpf:"fib_cache"`
@@ -277,6 +280,7 @@ func (o *lbObjects) Close() error {
 // It can be passed to loadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lbMaps struct {
 	Addrs        *ebpf.Map `ebpf:"addrs"`
+	BackendFib   *ebpf.Map `ebpf:"backend_fib"`
 	BackendStats *ebpf.Map `ebpf:"backend_stats"`
 	Backends     *ebpf.Map `ebpf:"backends"`
 	FibCache     *ebpf.Map `ebpf:"fib_cache"`
@@ -292,6 +296,7 @@ type lbMaps struct {
 func (m *lbMaps) Close() error {
 	return _LbClose(
 		m.Addrs,
+		m.BackendFib,
 		m.BackendStats,
 		m.Backends,
 		m.FibCache,

@@ -38,6 +38,8 @@
  *                 successful bpf_fib_lookup (egress, MACs, largest length
  *                 accepted), reused for fib_cache_ns: a route lookup costs
  *                 more than the rest of the fast path together.
+ *   backend_fib   PERCPU_ARRAY backend id -> the same, for client -> backend
+ *                 (an array lookup instead of a hash lookup).
  *   vserver_stats, backend_stats  PERCPU_ARRAY per vserver / backend counters.
  */
 #include <linux/bpf.h>
@@ -148,6 +150,15 @@ struct {
 	__type(value, struct fib_entry);
 	__uint(max_entries, 16384);
 } fib_cache SEC(".maps");
+
+/* The fib answer for each backend, per CPU: an array lookup the verifier
+ * inlines, where fib_cache costs a hash lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct fib_entry);
+	__uint(max_entries, 4096);
+} backend_fib SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -478,25 +489,36 @@ HANDLER int parse(struct xdp_md *ctx, struct pkt *p)
 	return P_NOT_IP;
 }
 
-/* fib looks up the route and neighbour for dst (bpf_fib_lookup), through
- * the per-CPU fib_cache: a SUCCESS is reused for fib_cache_ns for packets no
- * longer than one the kernel accepted (so the MTU check still holds). Only
- * ifindex, smac and dmac of fp are meaningful after a cached answer. */
+static __always_inline int fib_entry_for(const struct fib_entry *ce, const __u32 *dst,
+					 __u32 in_ifindex, __u64 now)
+{
+	return now < ce->expires_ns && ce->in_ifindex == in_ifindex && ce->addr[0] == dst[0] &&
+	       ce->addr[1] == dst[1] && ce->addr[2] == dst[2] && ce->addr[3] == dst[3];
+}
+
+/* fib looks up the route and neighbour for dst (bpf_fib_lookup), through a
+ * per-CPU cache: slot (the backend's backend_fib entry) or, when slot is
+ * NULL, fib_cache. A SUCCESS is reused for fib_cache_ns, for the same
+ * destination and ingress interface, for packets no longer than one the
+ * kernel accepted (so the MTU check still holds). Only ifindex, smac and
+ * dmac of fp are meaningful after a cached answer. */
 static __always_inline int fib(struct xdp_md *ctx, const struct pkt *p, __u8 proto,
 			       const __u32 *src, const __u32 *dst, __u16 sport, __u16 dport,
-			       struct bpf_fib_lookup *fp, __u64 now)
+			       struct bpf_fib_lookup *fp, __u64 now, struct fib_entry *slot)
 {
+	__u32 len = p->l3_end - p->l3, in = ctx->ingress_ifindex;
+	struct fib_entry *ce = slot;
 	struct fib_key ck = {};
-	struct fib_entry *ce = NULL;
-	__u32 len = p->l3_end - p->l3;
 	int rc;
 
 	if (fib_cache_ns) {
-		__builtin_memcpy(ck.addr, dst, 16);
-		ck.ifindex = ctx->ingress_ifindex;
-		ck.family = p->family;
-		ce = bpf_map_lookup_elem(&fib_cache, &ck);
-		if (ce && now < ce->expires_ns && len <= ce->max_len) {
+		if (!slot) {
+			__builtin_memcpy(ck.addr, dst, 16);
+			ck.ifindex = in;
+			ck.family = p->family;
+			ce = bpf_map_lookup_elem(&fib_cache, &ck);
+		}
+		if (ce && len <= ce->max_len && fib_entry_for(ce, dst, in, now)) {
 			fp->ifindex = ce->ifindex;
 			__builtin_memcpy(fp->dmac, ce->dmac, ETH_ALEN);
 			__builtin_memcpy(fp->smac, ce->smac, ETH_ALEN);
@@ -504,7 +526,7 @@ static __always_inline int fib(struct xdp_md *ctx, const struct pkt *p, __u8 pro
 		}
 	}
 	__builtin_memset(fp, 0, sizeof(*fp));
-	fp->ifindex = ctx->ingress_ifindex;
+	fp->ifindex = in;
 	fp->l4_protocol = proto;
 	fp->sport = sport;
 	fp->dport = dport;
@@ -522,16 +544,22 @@ static __always_inline int fib(struct xdp_md *ctx, const struct pkt *p, __u8 pro
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS && fib_cache_ns) {
 		struct fib_entry ne = {
 			.expires_ns = now + fib_cache_ns,
+			.in_ifindex = in,
 			.ifindex = fp->ifindex,
 			.max_len = len,
 		};
 
-		/* a still valid entry for the same egress keeps its larger length */
-		if (ce && now < ce->expires_ns && ce->ifindex == fp->ifindex && ce->max_len > len)
+		/* a still valid answer for the same path keeps its larger length */
+		if (ce && ce->ifindex == fp->ifindex && ce->max_len > len &&
+		    fib_entry_for(ce, dst, in, now))
 			ne.max_len = ce->max_len;
+		__builtin_memcpy(ne.addr, dst, 16);
 		__builtin_memcpy(ne.dmac, fp->dmac, ETH_ALEN);
 		__builtin_memcpy(ne.smac, fp->smac, ETH_ALEN);
-		bpf_map_update_elem(&fib_cache, &ck, &ne, BPF_ANY);
+		if (slot)
+			*slot = ne;
+		else
+			bpf_map_update_elem(&fib_cache, &ck, &ne, BPF_ANY);
 	}
 	return rc;
 }
@@ -706,7 +734,8 @@ HANDLER int handle_vserver(struct xdp_md *ctx, struct pkt *p, struct vserver *vs
 	nport = be->port ? be->port : p->dport;
 
 	now = bpf_ktime_get_coarse_ns();
-	rc = fib(ctx, p, p->proto, p->src, be->addr, p->sport, nport, &fp, now);
+	rc = fib(ctx, p, p->proto, p->src, be->addr, p->sport, nport, &fp, now,
+		 bpf_map_lookup_elem(&backend_fib, &be_id));
 	why = fib_refused(rc);
 	if (why)
 		return vs_verdict(vs_id, why, XDP_DROP);
@@ -753,7 +782,8 @@ HANDLER int handle_reverse_fragment(struct xdp_md *ctx, struct pkt *p)
 	r = bpf_map_lookup_elem(&reverse, &k);
 	if (!r || r->vport != 0 || r->family != p->family)
 		return pass(REASON_PASS_FRAGMENT);
-	rc = fib(ctx, p, p->proto, r->vip, p->dst, p->sport, p->dport, &fp, bpf_ktime_get_coarse_ns());
+	rc = fib(ctx, p, p->proto, r->vip, p->dst, p->sport, p->dport, &fp, bpf_ktime_get_coarse_ns(),
+		 NULL);
 	why = fib_refused(rc);
 	if (why)
 		return vs_verdict(r->vs_id, why, XDP_DROP);
@@ -764,7 +794,7 @@ HANDLER int handle_reverse_fragment(struct xdp_md *ctx, struct pkt *p)
 	return send(ctx, rc, &fp, r->vs_id, REASON_FWD_FRAGMENT);
 }
 
-/* handle_fragment: a non-first fragment has no ports, so neither the
+/* handle_fragment (for a VIP): a non-first fragment has no ports, so neither the
  * vserver's port nor SRCIPSRCPORTHASH can be applied to it. Fragments for a
  * VIP are forwarded only by a wildcard-port ("*") STATELESS vserver with
  * SOURCEIPHASH, for every fragment of a datagram (first and later) alike, so
@@ -783,8 +813,6 @@ HANDLER int handle_fragment(struct xdp_md *ctx, struct pkt *p)
 	if (!p)
 		return XDP_ABORTED;
 
-	if (!is_vip(p))
-		return handle_reverse_fragment(ctx, p);
 	vs = lookup_vserver(p->dst, 0, p->proto, p->family, 0);
 	if (!vs)
 		return pass(REASON_PASS_FRAGMENT);
@@ -795,7 +823,8 @@ HANDLER int handle_fragment(struct xdp_md *ctx, struct pkt *p)
 	if (!be || be->family != p->family)
 		return vs_verdict(vs->id, REASON_DROP_NO_BACKEND, XDP_DROP);
 	nport = (p->frag == FRAG_FIRST && be->port) ? be->port : p->dport;
-	rc = fib(ctx, p, p->proto, p->src, be->addr, p->sport, nport, &fp, bpf_ktime_get_coarse_ns());
+	rc = fib(ctx, p, p->proto, p->src, be->addr, p->sport, nport, &fp, bpf_ktime_get_coarse_ns(),
+		 bpf_map_lookup_elem(&backend_fib, &be_id));
 	why = fib_refused(rc);
 	if (why)
 		return vs_verdict(vs->id, why, XDP_DROP);
@@ -823,7 +852,7 @@ HANDLER int handle_reverse(struct xdp_md *ctx, struct pkt *p)
 	if (!r || r->family != p->family)
 		return pass(REASON_PASS_NOT_OURS);
 	nport = r->vport ? r->vport : p->sport;
-	rc = fib(ctx, p, p->proto, r->vip, p->dst, nport, p->dport, &fp, bpf_ktime_get_coarse_ns());
+	rc = fib(ctx, p, p->proto, r->vip, p->dst, nport, p->dport, &fp, bpf_ktime_get_coarse_ns(), NULL);
 	why = fib_refused(rc);
 	if (why)
 		return vs_verdict(r->vs_id, why, XDP_DROP);
@@ -1037,7 +1066,8 @@ HANDLER int handle_icmp(struct xdp_md *ctx, struct pkt *p)
 		if (!be || be->family != p->family)
 			return vs_verdict(vs->id, REASON_DROP_NO_BACKEND, XDP_DROP);
 		nport = be->port ? be->port : in.sport;
-		rc = fib(ctx, p, p->proto, p->src, be->addr, 0, 0, &fp, bpf_ktime_get_coarse_ns());
+		rc = fib(ctx, p, p->proto, p->src, be->addr, 0, 0, &fp, bpf_ktime_get_coarse_ns(),
+			 bpf_map_lookup_elem(&backend_fib, &be_id));
 		why = fib_refused(rc);
 		if (why)
 			return vs_verdict(vs->id, why, XDP_DROP);
@@ -1058,7 +1088,7 @@ HANDLER int handle_icmp(struct xdp_md *ctx, struct pkt *p)
 		    in.src[3] != p->dst[3])
 			return pass(REASON_PASS_ICMP_UNKNOWN);
 		nport = r->vport ? r->vport : in.dport;
-		rc = fib(ctx, p, p->proto, r->vip, p->dst, 0, 0, &fp, bpf_ktime_get_coarse_ns());
+		rc = fib(ctx, p, p->proto, r->vip, p->dst, 0, 0, &fp, bpf_ktime_get_coarse_ns(), NULL);
 		why = fib_refused(rc);
 		if (why)
 			return vs_verdict(r->vs_id, why, XDP_DROP);
@@ -1096,7 +1126,7 @@ int xdp_lb(struct xdp_md *ctx)
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
 		return pass(is_vip(&p) ? REASON_PASS_VIP_NO_VSERVER : REASON_PASS_NOT_OURS);
 	if (p.frag)
-		return handle_fragment(ctx, &p);
+		return is_vip(&p) ? handle_fragment(ctx, &p) : handle_reverse_fragment(ctx, &p);
 
 	vs = lookup_vserver(p.dst, p.dport, p.proto, p.family, 0);
 	if (!vs) {

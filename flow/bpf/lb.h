@@ -146,6 +146,8 @@ struct fib_key {
 
 struct fib_entry {
 	__u64 expires_ns; /* bpf_ktime_get_coarse_ns deadline */
+	__u32 addr[4];	  /* destination the answer is for */
+	__u32 in_ifindex; /* ingress interface it is for */
 	__u32 ifindex;	  /* egress interface */
 	__u16 max_len;	  /* largest IP length the lookup accepted (MTU check) */
 	__u8 dmac[6];
