@@ -126,6 +126,9 @@ func BenchmarkBulkSync(b *testing.B) {
 				}
 				total += time.Since(start)
 				b.StopTimer()
+				if st := bl.send.Status(); st.Connections != 1 {
+					b.Logf("sync needed %d connections: %+v", st.Connections, st)
+				}
 				if got := bl.store.Owners()["n1"]; got != n {
 					b.Fatalf("store holds %d flows of %d", got, n)
 				}
