@@ -15,7 +15,9 @@ type Counters struct {
 	Packets, Bytes, NewFlows uint64
 	// RevPackets and RevBytes went backend -> client (source rewritten).
 	RevPackets, RevBytes uint64
-	// Reasons counts the vserver's packets by verdict reason (vservers only).
+	// Reasons counts packets by verdict reason: a vserver's packets, or, for
+	// a backend, the packets once it was chosen (forwarded, no neighbour,
+	// fib failures).
 	Reasons map[Reason]uint64
 }
 
@@ -63,13 +65,18 @@ func (d *Datapath) BackendCounters(id uint32) (Counters, error) {
 	if err := d.objs.BackendStats.Lookup(&id, &per); err != nil {
 		return Counters{}, fmt.Errorf("reading counters of backend %d: %w", id, err)
 	}
-	var c Counters
+	c := Counters{Reasons: make(map[Reason]uint64)}
 	for _, s := range per {
 		c.Packets += s.Packets
 		c.Bytes += s.Bytes
 		c.NewFlows += s.NewFlows
 		c.RevPackets += s.RevPackets
 		c.RevBytes += s.RevBytes
+		for r, n := range s.Reasons {
+			if n != 0 {
+				c.Reasons[Reason(r)] += n
+			}
+		}
 	}
 	return c, nil
 }

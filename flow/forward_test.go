@@ -139,8 +139,9 @@ func TestForward(t *testing.T) {
 		sum.Packets += b.Packets
 		sum.NewFlows += b.NewFlows
 		sum.Bytes += b.Bytes
+		sum.RevPackets += b.Reasons[ReasonFwdNew] + b.Reasons[ReasonFwdHit] // forwarded, by reason
 	}
-	if sum.Packets != 10 || sum.NewFlows != 5 || sum.Bytes != c.Bytes {
+	if sum.Packets != 10 || sum.NewFlows != 5 || sum.Bytes != c.Bytes || sum.RevPackets != 10 {
 		t.Errorf("backends 1+2 counters %+v, vserver bytes %d", sum, c.Bytes)
 	}
 	flows, err := e.dp.Flows()
@@ -258,6 +259,9 @@ func TestDropsAndNoNeigh(t *testing.T) {
 		c, _ := e.dp.VServerCounters(vsNoNb)
 		if c.Reasons[ReasonPassNoNeigh] != 1 {
 			t.Errorf("pass_no_neigh not counted: %+v", c)
+		}
+		if b, _ := e.dp.BackendCounters(6); b.Reasons[ReasonPassNoNeigh] != 1 {
+			t.Errorf("pass_no_neigh not counted for backend 6: %+v", b)
 		}
 	})
 	for _, c := range []struct {

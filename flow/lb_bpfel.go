@@ -35,6 +35,7 @@ type lbBeStats struct {
 	NewFlows   uint64
 	RevPackets uint64
 	RevBytes   uint64
+	Reasons    [24]uint64
 }
 
 type lbFibEntry struct {

@@ -244,6 +244,17 @@ static __always_inline void vs_count(__u32 vs_id, __u32 reason)
 	count(reason);
 }
 
+/* be_vs_verdict counts a verdict for a vserver and the backend it chose. */
+static __always_inline int be_vs_verdict(__u32 vs_id, __u32 be_id, __u32 reason, int verdict)
+{
+	struct be_stats *s = bpf_map_lookup_elem(&backend_stats, &be_id);
+
+	if (s && reason < REASON_MAX)
+		s->reasons[reason] += 1;
+	vs_count(vs_id, reason);
+	return verdict;
+}
+
 static __always_inline int pass(__u32 reason)
 {
 	count(reason);
@@ -579,18 +590,18 @@ static __always_inline __u32 fib_refused(int rc)
  * egress interface is the ingress one), or, without a neighbour entry, the
  * kernel gets the rewritten packet, forwards it and resolves the neighbour. */
 static __always_inline int send(struct xdp_md *ctx, int rc, struct bpf_fib_lookup *fp,
-				__u32 vs_id, __u32 fwd_reason)
+				__u32 vs_id, __u32 be_id, __u32 fwd_reason)
 {
 	struct ethhdr *eth;
 
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-		return vs_verdict(vs_id, REASON_PASS_NO_NEIGH, XDP_PASS);
+		return be_vs_verdict(vs_id, be_id, REASON_PASS_NO_NEIGH, XDP_PASS);
 	eth = ptr_at(ctx, 0, sizeof(*eth));
 	if (!eth)
 		return XDP_ABORTED;
 	__builtin_memcpy(eth->h_dest, fp->dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, fp->smac, ETH_ALEN);
-	vs_count(vs_id, fwd_reason);
+	be_vs_verdict(vs_id, be_id, fwd_reason, 0);
 	if (fp->ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
 	return bpf_redirect(fp->ifindex, 0);
@@ -738,7 +749,7 @@ HANDLER int handle_vserver(struct xdp_md *ctx, struct pkt *p, struct vserver *vs
 		 bpf_map_lookup_elem(&backend_fib, &be_id));
 	why = fib_refused(rc);
 	if (why)
-		return vs_verdict(vs_id, why, XDP_DROP);
+		return be_vs_verdict(vs_id, be_id, why, XDP_DROP);
 
 	if (new_flow) {
 		struct flow nf = {
@@ -757,7 +768,7 @@ HANDLER int handle_vserver(struct xdp_md *ctx, struct pkt *p, struct vserver *vs
 		return XDP_ABORTED;
 	vs_add(vs_id, ctx->data_end - ctx->data, new_flow, 0);
 	be_add(be_id, ctx->data_end - ctx->data, new_flow, 0);
-	return send(ctx, rc, &fp, vs_id, new_flow ? REASON_FWD_NEW : REASON_FWD_HIT);
+	return send(ctx, rc, &fp, vs_id, be_id, new_flow ? REASON_FWD_NEW : REASON_FWD_HIT);
 }
 
 /* handle_reverse_fragment: fragments from a service are rewritten only when
@@ -786,12 +797,12 @@ HANDLER int handle_reverse_fragment(struct xdp_md *ctx, struct pkt *p)
 		 NULL);
 	why = fib_refused(rc);
 	if (why)
-		return vs_verdict(r->vs_id, why, XDP_DROP);
+		return be_vs_verdict(r->vs_id, r->backend_id, why, XDP_DROP);
 	if (rewrite(ctx, p, 1, r->vip, p->sport))
 		return XDP_ABORTED;
 	vs_add(r->vs_id, ctx->data_end - ctx->data, 0, 1);
 	be_add(r->backend_id, ctx->data_end - ctx->data, 0, 1);
-	return send(ctx, rc, &fp, r->vs_id, REASON_FWD_FRAGMENT);
+	return send(ctx, rc, &fp, r->vs_id, r->backend_id, REASON_FWD_FRAGMENT);
 }
 
 /* handle_fragment (for a VIP): a non-first fragment has no ports, so neither the
@@ -827,12 +838,12 @@ HANDLER int handle_fragment(struct xdp_md *ctx, struct pkt *p)
 		 bpf_map_lookup_elem(&backend_fib, &be_id));
 	why = fib_refused(rc);
 	if (why)
-		return vs_verdict(vs->id, why, XDP_DROP);
+		return be_vs_verdict(vs->id, be_id, why, XDP_DROP);
 	if (rewrite(ctx, p, 0, be->addr, nport))
 		return XDP_ABORTED;
 	vs_add(vs->id, ctx->data_end - ctx->data, 0, 0);
 	be_add(be_id, ctx->data_end - ctx->data, 0, 0);
-	return send(ctx, rc, &fp, vs->id, REASON_FWD_FRAGMENT);
+	return send(ctx, rc, &fp, vs->id, be_id, REASON_FWD_FRAGMENT);
 }
 
 /* handle_reverse rewrites backend -> client packets back to VIP:vport. */
@@ -855,12 +866,12 @@ HANDLER int handle_reverse(struct xdp_md *ctx, struct pkt *p)
 	rc = fib(ctx, p, p->proto, r->vip, p->dst, nport, p->dport, &fp, bpf_ktime_get_coarse_ns(), NULL);
 	why = fib_refused(rc);
 	if (why)
-		return vs_verdict(r->vs_id, why, XDP_DROP);
+		return be_vs_verdict(r->vs_id, r->backend_id, why, XDP_DROP);
 	if (rewrite(ctx, p, 1, r->vip, nport))
 		return XDP_ABORTED;
 	vs_add(r->vs_id, ctx->data_end - ctx->data, 0, 1);
 	be_add(r->backend_id, ctx->data_end - ctx->data, 0, 1);
-	return send(ctx, rc, &fp, r->vs_id, REASON_FWD_REVERSE);
+	return send(ctx, rc, &fp, r->vs_id, r->backend_id, REASON_FWD_REVERSE);
 }
 
 /* parse_inner reads the packet quoted by an ICMP error: an IP header with
@@ -1070,10 +1081,10 @@ HANDLER int handle_icmp(struct xdp_md *ctx, struct pkt *p)
 			 bpf_map_lookup_elem(&backend_fib, &be_id));
 		why = fib_refused(rc);
 		if (why)
-			return vs_verdict(vs->id, why, XDP_DROP);
+			return be_vs_verdict(vs->id, be_id, why, XDP_DROP);
 		if (icmp_rewrite(ctx, p, &in, 0, be->addr, 1, be->addr, nport))
 			return XDP_ABORTED;
-		return send(ctx, rc, &fp, vs->id, REASON_FWD_ICMP_BACKEND);
+		return send(ctx, rc, &fp, vs->id, be_id, REASON_FWD_ICMP_BACKEND);
 	} else {
 		struct rev *r;
 		__u16 nport;
@@ -1091,10 +1102,10 @@ HANDLER int handle_icmp(struct xdp_md *ctx, struct pkt *p)
 		rc = fib(ctx, p, p->proto, r->vip, p->dst, 0, 0, &fp, bpf_ktime_get_coarse_ns(), NULL);
 		why = fib_refused(rc);
 		if (why)
-			return vs_verdict(r->vs_id, why, XDP_DROP);
+			return be_vs_verdict(r->vs_id, r->backend_id, why, XDP_DROP);
 		if (icmp_rewrite(ctx, p, &in, 1, r->vip, 0, r->vip, nport))
 			return XDP_ABORTED;
-		return send(ctx, rc, &fp, r->vs_id, REASON_FWD_ICMP_CLIENT);
+		return send(ctx, rc, &fp, r->vs_id, r->backend_id, REASON_FWD_ICMP_CLIENT);
 	}
 }
 

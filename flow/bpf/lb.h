@@ -170,6 +170,7 @@ struct be_stats {
 	__u64 new_flows;
 	__u64 rev_packets;
 	__u64 rev_bytes;
+	__u64 reasons[REASON_MAX]; /* verdicts of packets once this backend was chosen */
 };
 
 #endif
