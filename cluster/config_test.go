@@ -141,7 +141,7 @@ func TestValidateRules(t *testing.T) {
 			c.PutBinding(Binding{VServer: "vs1", Service: "t1"})
 		}, RuleBindingType, "binding vs1 t1", "type ANY"},
 		{"weight", func(c *Config) { c.Bindings[0].Weight = 101 }, RuleWeight, "binding ftp ftp1", "1..100"},
-		{"monitor ref", func(c *Config) { c.Services[0].Monitor = "m9" }, RuleMonitorRef, "service ftp1", "add monitor m9"},
+		{"monitor ref", func(c *Config) { c.Services[0].Monitor = "m9" }, RuleMonitorRef, "service ftp1", "add lb monitor m9 TCP"},
 		{"monitor timing", func(c *Config) {
 			c.PutMonitor(Monitor{Name: "m", Type: MonitorTCP, Interval: 100, Timeout: 200, Rise: 1, Fall: 1})
 		}, RuleMonitor, "monitor m", "timeout"},

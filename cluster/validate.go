@@ -135,11 +135,11 @@ func (v *validator) run() {
 			v.add(RuleEnum, obj, "use -type TCP", nil, "monitor %s has unknown type %q", m.Name, m.Type)
 		}
 		if m.Interval <= 0 || m.Timeout <= 0 || m.Timeout >= m.Interval {
-			v.add(RuleMonitor, obj, fmt.Sprintf("set monitor %s -interval 1s -timeout 500ms (timeout below interval)", m.Name), nil,
+			v.add(RuleMonitor, obj, fmt.Sprintf("set lb monitor %s -interval 1s -timeout 500ms (timeout below interval)", m.Name), nil,
 				"monitor %s has interval %s and timeout %s; both must be positive and the timeout shorter than the interval", m.Name, m.Interval, m.Timeout)
 		}
 		if m.Rise < 1 || m.Rise > 100 || m.Fall < 1 || m.Fall > 100 {
-			v.add(RuleMonitor, obj, fmt.Sprintf("set monitor %s -rise 2 -fall 2", m.Name), nil,
+			v.add(RuleMonitor, obj, fmt.Sprintf("set lb monitor %s -rise 2 -fall 2", m.Name), nil,
 				"monitor %s has rise %d and fall %d; both must be 1..100", m.Name, m.Rise, m.Fall)
 		}
 	}
@@ -181,7 +181,7 @@ func (v *validator) run() {
 		}
 		if s.Monitor != "" {
 			if _, ok := monitors[s.Monitor]; !ok {
-				v.add(RuleMonitorRef, obj, fmt.Sprintf("add monitor %s, or set service %s -monitor with an existing one", s.Monitor, s.Name), bound,
+				v.add(RuleMonitorRef, obj, fmt.Sprintf("add lb monitor %s TCP, or set service %s -monitor with an existing one", s.Monitor, s.Name), bound,
 					"service %s uses monitor %s, which does not exist", s.Name, s.Monitor)
 			}
 		}
