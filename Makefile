@@ -5,7 +5,7 @@ GO        ?= go
 BIN       ?= bin
 GOTESTFLAGS ?=
 # Packages whose tests are pure Go and cheap enough to run under the race detector.
-RACE_PKGS ?= ./hashing/... ./cluster/... ./ctl/...
+RACE_PKGS ?= ./hashing/... ./cluster/... ./ctl/... ./flow/standby/...
 
 .PHONY: all deps build test test-unit generate generate-check lint bench demo chaos clean
 
