@@ -167,6 +167,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	const perFamily = 24
+	reached := map[string]int{}
 	for _, f := range fams {
 		for i := 0; i < perFamily; i++ {
 			port := uint16(21000 + 37*i)
@@ -197,7 +198,12 @@ func TestEndToEnd(t *testing.T) {
 			if reply != wantReply {
 				t.Errorf("%v -> %v: reply %q, want %q", src, vip, reply, wantReply)
 			}
+			reached[fmt.Sprintf("%v %s", f.vs.VIP, want)]++
 		}
+	}
+	t.Logf("connections per backend: %v", reached)
+	if len(reached) != 4 {
+		t.Errorf("connections reached %d of the 4 (vserver, backend) pairs: %v", len(reached), reached)
 	}
 	for _, f := range fams {
 		c, err := d.VServerCounters(f.vs.ID)
