@@ -80,7 +80,7 @@ func refForwardable(f []byte, vips, services map[netip.Addr]bool) bool {
 		if iproto != protoTCP && iproto != protoUDP || il4+8 > end {
 			return false
 		}
-		return vips[dst] && vips[isrc] || !vips[dst] && services[idst] && isrc == dst
+		return vips[dst] && isrc == dst || !vips[dst] && services[idst] && isrc == dst
 	}
 	return false
 }

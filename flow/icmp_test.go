@@ -150,6 +150,7 @@ func TestICMPErrors(t *testing.T) {
 	}{
 		{"to vip, quoted header cut", icmpFrame(e.macB, e.routerMAC, ip("10.2.0.254"), ip("10.100.0.1"), 3, 4, 1400, quote(sent, 12)), xdpDrop, ReasonDropBadICMP},
 		{"to vip, ports not quoted", icmpFrame(e.macB, e.routerMAC, ip("10.2.0.254"), ip("10.100.0.1"), 3, 4, 1400, quote(sent, 24)), xdpDrop, ReasonDropBadICMP},
+		{"to vip, quoting another vip", icmpFrame(e.macB, e.routerMAC, ip("10.2.0.254"), ip("10.100.0.2"), 3, 4, 1400, quote(sent, 48)), xdpPass, ReasonPassICMPUnknown},
 		{"to vip, no such vserver", icmpFrame(e.macB, e.routerMAC, ip("10.2.0.254"), ip("10.100.0.1"), 3, 4, 1400, quote(unknown, 48)), xdpPass, ReasonPassICMPUnknown},
 		{"to client, not a service", icmpFrame(e.macA, e.routerMAC, ip("10.1.0.254"), ip("10.2.0.5"), 3, 4, 1400, quote(notBackend, 48)), xdpPass, ReasonPassNotOurs},
 		{"to client, quoted source is someone else", icmpFrame(e.macA, e.routerMAC, ip("10.1.0.254"), ip("10.2.0.5"), 3, 4, 1400, quote(wrongClient, 48)), xdpPass, ReasonPassICMPUnknown},

@@ -1059,6 +1059,10 @@ HANDLER int handle_icmp(struct xdp_md *ctx, struct pkt *p)
 
 		if (parse_inner(ctx, p, &in))
 			return drop(REASON_DROP_BAD_ICMP);
+		/* the quoted packet must come from the VIP the error goes to */
+		if (in.src[0] != p->dst[0] || in.src[1] != p->dst[1] || in.src[2] != p->dst[2] ||
+		    in.src[3] != p->dst[3])
+			return pass(REASON_PASS_ICMP_UNKNOWN);
 		vs = lookup_vserver(in.src, in.sport, in.proto, p->family, 1);
 		if (!vs || !(vs->flags & VS_F_STATELESS) || vs->mode != MODE_NAT)
 			return pass(REASON_PASS_ICMP_UNKNOWN);
