@@ -72,6 +72,13 @@ func TestAttachDetachClose(t *testing.T) {
 		if got := xdpOn("tfx1"); got != "" {
 			t.Errorf("after Detach: %q still attached", got)
 		}
+		// All or nothing: tfx1 is attached, then "tfnone" fails.
+		if err := ns.Do(func() error { return d.Attach("tfx1", "tfnone") }); err == nil {
+			t.Errorf("attach to a missing interface succeeded")
+		}
+		if got := xdpOn("tfx1"); got != "" || len(d.Attached()) != 1 {
+			t.Errorf("after a failed Attach: tfx1 %q, attached %v", got, d.Attached())
+		}
 		if err := d.Close(); err != nil {
 			t.Fatal(err)
 		}

@@ -203,29 +203,47 @@ func (d *Datapath) Program() *ebpf.Program { return d.objs.XdpLb }
 // benchmarks use it as their baseline.
 func (d *Datapath) PassProgram() *ebpf.Program { return d.objs.XdpPass }
 
-// Attach attaches the program to the named interface in the configured mode.
-func (d *Datapath) Attach(ifname string) error {
+// Attach attaches the program to the named interfaces in the configured
+// mode. It attaches to all of them or, on error, to none: the ones this call
+// attached are detached again.
+func (d *Datapath) Attach(ifnames ...string) (err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.objs == nil {
 		return ErrClosed
 	}
-	if _, ok := d.links[ifname]; ok {
-		return fmt.Errorf("attaching to %s: %w", ifname, ErrAttached)
+	var done []string
+	closeOnError := func() {
+		if err == nil {
+			return
+		}
+		for _, name := range done {
+			if l, ok := d.links[name]; ok {
+				l.Close()
+				delete(d.links, name)
+			}
+		}
 	}
-	ifi, err := net.InterfaceByName(ifname)
-	if err != nil {
-		return fmt.Errorf("attaching to %s: %w", ifname, err)
-	}
+	defer closeOnError()
 	flags := link.XDPDriverMode
 	if d.cfg.XDPMode == XDPGeneric {
 		flags = link.XDPGenericMode
 	}
-	l, err := link.AttachXDP(link.XDPOptions{Program: d.objs.XdpLb, Interface: ifi.Index, Flags: flags})
-	if err != nil {
-		return fmt.Errorf("attaching to %s: %w", ifname, err)
+	for _, ifname := range ifnames {
+		if _, ok := d.links[ifname]; ok {
+			return fmt.Errorf("attaching to %s: %w", ifname, ErrAttached)
+		}
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return fmt.Errorf("attaching to %s: %w", ifname, err)
+		}
+		l, err := link.AttachXDP(link.XDPOptions{Program: d.objs.XdpLb, Interface: ifi.Index, Flags: flags})
+		if err != nil {
+			return fmt.Errorf("attaching to %s: %w", ifname, err)
+		}
+		d.links[ifname] = l
+		done = append(done, ifname)
 	}
-	d.links[ifname] = l
 	return nil
 }
 
