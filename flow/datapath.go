@@ -127,6 +127,8 @@ type Datapath struct {
 	// references to each address, to keep the addrs map's flags
 	vipRefs     map[netip.Addr]int
 	serviceRefs map[netip.Addr]int
+	// the node's own addresses (SetLocalAddrs)
+	locals map[netip.Addr]bool
 }
 
 type reverseID struct {
@@ -147,7 +149,7 @@ func New(cfg Config) (_ *Datapath, err error) {
 	}
 	sizes := map[string]uint32{
 		"vservers":      2 * cfg.MaxVServers,
-		"addrs":         cfg.MaxServices + cfg.MaxVServers,
+		"addrs":         cfg.MaxServices + cfg.MaxVServers + MaxLocalAddrs,
 		"backends":      cfg.MaxBackends,
 		"reverse":       2 * cfg.MaxServices,
 		"flows":         cfg.FlowTableSize,
@@ -189,6 +191,7 @@ func New(cfg Config) (_ *Datapath, err error) {
 		reverses:    make(map[reverseID]Reverse),
 		vipRefs:     make(map[netip.Addr]int),
 		serviceRefs: make(map[netip.Addr]int),
+		locals:      make(map[netip.Addr]bool),
 	}, nil
 }
 
@@ -531,6 +534,9 @@ func (d *Datapath) writeAddr(a netip.Addr) error {
 	if d.serviceRefs[a] > 0 {
 		flags |= addrFlagBackend
 	}
+	if d.locals[a] {
+		flags |= addrFlagLocal
+	}
 	if flags == 0 {
 		if err := d.objs.Addrs.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("forgetting address %s: %w", a, err)
@@ -539,6 +545,44 @@ func (d *Datapath) writeAddr(a netip.Addr) error {
 	}
 	if err := d.objs.Addrs.Update(&k, &flags, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("writing address %s: %w", a, err)
+	}
+	return nil
+}
+
+// MaxLocalAddrs bounds how many of the node's own addresses SetLocalAddrs
+// takes; the addrs map is sized with room for them.
+const MaxLocalAddrs = 256
+
+// SetLocalAddrs replaces the set of the node's own addresses (those of its
+// interfaces, not the VIPs). A packet from a bound service to one of them is
+// a reply to the node itself — a health probe, an operator's connection — and
+// passes to the kernel untouched instead of being rewritten back to a VIP
+// (ReasonPassLocal).
+func (d *Datapath) SetLocalAddrs(addrs []netip.Addr) error {
+	if len(addrs) > MaxLocalAddrs {
+		return fmt.Errorf("%w: %d local addresses, at most %d", ErrInvalidConfig, len(addrs), MaxLocalAddrs)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	want := make(map[netip.Addr]bool, len(addrs))
+	for _, a := range addrs {
+		want[a.Unmap()] = true
+	}
+	old := d.locals
+	d.locals = want
+	for a := range old {
+		if !want[a] {
+			if err := d.writeAddr(a); err != nil {
+				return err
+			}
+		}
+	}
+	for a := range want {
+		if !old[a] {
+			if err := d.writeAddr(a); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -427,3 +427,38 @@ func TestAPIErrors(t *testing.T) {
 		t.Errorf("after Close: %v", err)
 	}
 }
+
+// TestReverseToLocal: a bound service's reply to one of the node's own
+// addresses (a health probe's SYN-ACK) is the node's: it passes untouched,
+// while the same reply to a client is rewritten to the VIP.
+func TestReverseToLocal(t *testing.T) {
+	e := newEnv(t, Config{})
+	e.standard()
+	local := ap("10.2.0.5:40000")
+	if err := e.dp.SetLocalAddrs([]netip.Addr{local.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	p := flowPacket{src: ap("10.1.0.10:8080"), dst: local, proto: protoTCP, payload: []byte("probe reply")}
+	p.dstMAC, p.srcMAC = e.macA, neighMAC(0x10)
+	in := p.frame()
+	before := e.reasons()
+	v, out := e.run(in)
+	if v != xdpPass {
+		t.Fatalf("verdict %s, want PASS (reasons %v)", verdictName(v), e.reasons())
+	}
+	diffFrames(t, "to local", out, in)
+	if after := e.reasons(); after[ReasonPassLocal] != before[ReasonPassLocal]+1 {
+		t.Errorf("pass_local not counted: %v", after)
+	}
+
+	// Forgetting the address makes it a client again.
+	if err := e.dp.SetLocalAddrs(nil); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := e.run(in); v != xdpRedirect {
+		t.Fatalf("after SetLocalAddrs(nil): verdict %s, want REDIRECT", verdictName(v))
+	}
+	if err := e.dp.SetLocalAddrs(make([]netip.Addr, MaxLocalAddrs+1)); err == nil {
+		t.Error("SetLocalAddrs took more than MaxLocalAddrs addresses")
+	}
+}

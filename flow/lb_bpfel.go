@@ -35,7 +35,7 @@ type lbBeStats struct {
 	NewFlows   uint64
 	RevPackets uint64
 	RevBytes   uint64
-	Reasons    [24]uint64
+	Reasons    [25]uint64
 }
 
 type lbFibEntry struct {
@@ -107,14 +107,15 @@ const (
 	lbReasonREASON_PASS_NOT_STATELESS  lbReason = 14
 	lbReasonREASON_PASS_NO_NEIGH       lbReason = 15
 	lbReasonREASON_PASS_ICMP_UNKNOWN   lbReason = 16
-	lbReasonREASON_DROP_BAD_L3         lbReason = 17
-	lbReasonREASON_DROP_BAD_L4         lbReason = 18
-	lbReasonREASON_DROP_BAD_ICMP       lbReason = 19
-	lbReasonREASON_DROP_NO_BACKEND     lbReason = 20
-	lbReasonREASON_DROP_FIB            lbReason = 21
-	lbReasonREASON_DROP_FRAG_NEEDED    lbReason = 22
-	lbReasonREASON_DROP_UNSUPPORTED    lbReason = 23
-	lbReasonREASON_MAX                 lbReason = 24
+	lbReasonREASON_PASS_LOCAL          lbReason = 17
+	lbReasonREASON_DROP_BAD_L3         lbReason = 18
+	lbReasonREASON_DROP_BAD_L4         lbReason = 19
+	lbReasonREASON_DROP_BAD_ICMP       lbReason = 20
+	lbReasonREASON_DROP_NO_BACKEND     lbReason = 21
+	lbReasonREASON_DROP_FIB            lbReason = 22
+	lbReasonREASON_DROP_FRAG_NEEDED    lbReason = 23
+	lbReasonREASON_DROP_UNSUPPORTED    lbReason = 24
+	lbReasonREASON_MAX                 lbReason = 25
 )
 
 type lbRev struct {
@@ -150,7 +151,7 @@ type lbVsStats struct {
 	NewFlows   uint64
 	RevPackets uint64
 	RevBytes   uint64
-	Reasons    [24]uint64
+	Reasons    [25]uint64
 }
 
 type lbVserver struct {

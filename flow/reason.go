@@ -25,6 +25,7 @@ const (
 	ReasonPassNotStateless = Reason(lbReasonREASON_PASS_NOT_STATELESS)
 	ReasonPassNoNeigh      = Reason(lbReasonREASON_PASS_NO_NEIGH)
 	ReasonPassICMPUnknown  = Reason(lbReasonREASON_PASS_ICMP_UNKNOWN)
+	ReasonPassLocal        = Reason(lbReasonREASON_PASS_LOCAL)
 	ReasonDropBadL3        = Reason(lbReasonREASON_DROP_BAD_L3)
 	ReasonDropBadL4        = Reason(lbReasonREASON_DROP_BAD_L4)
 	ReasonDropBadICMP      = Reason(lbReasonREASON_DROP_BAD_ICMP)
@@ -43,7 +44,7 @@ func (r Reason) String() string {
 		"fwd_hit", "fwd_new", "fwd_fragment", "fwd_reverse", "fwd_icmp_client", "fwd_icmp_backend",
 		"pass_not_ip", "pass_not_ours", "pass_bad_l2", "pass_bad_l3", "pass_bad_l4",
 		"pass_vip_no_vserver", "pass_fragment", "pass_not_stateless", "pass_no_neigh",
-		"pass_icmp_unknown",
+		"pass_icmp_unknown", "pass_local",
 		"drop_bad_l3", "drop_bad_l4", "drop_bad_icmp", "drop_no_backend", "drop_fib",
 		"drop_frag_needed", "drop_unsupported",
 	}

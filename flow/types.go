@@ -74,6 +74,7 @@ const (
 	beFlagValid     = 1 << 0
 	addrFlagVIP     = 1 << 0
 	addrFlagBackend = 1 << 1
+	addrFlagLocal   = 1 << 2
 
 	// FlowFlagStateless marks a flow created from a stateless vserver's table.
 	FlowFlagStateless = 1 << 0

@@ -59,7 +59,10 @@ type DataPlane interface {
 	FlowTables
 	// Flows lists the flow table (a snapshot of no single instant).
 	Flows() ([]flow.Flow, error)
-	Attach(ifname string) error
+	Attach(ifnames ...string) error
+	// SetLocalAddrs tells the data plane the node's own addresses, so that
+	// backends' replies to the node (health probes) are not rewritten.
+	SetLocalAddrs(addrs []netip.Addr) error
 	Close() error
 }
 
@@ -250,6 +253,13 @@ func (d *Daemon) Run(ctx context.Context, ready chan<- struct{}) (err error) {
 		if err := dp.Attach(i); err != nil {
 			return fmt.Errorf("attaching the data plane to %s: %w", i, err)
 		}
+	}
+	locals, err := interfaceAddrs(ifaces)
+	if err != nil {
+		return err
+	}
+	if err := dp.SetLocalAddrs(locals); err != nil {
+		return fmt.Errorf("telling the data plane the node's addresses: %w", err)
 	}
 	d.log.Info("data plane loaded", "interfaces", ifaces, "tableSize", tableSize)
 
@@ -626,4 +636,28 @@ func (d *Daemon) serve() (stop func() error, err error) {
 		start(ln, h.handler, h.what)
 	}
 	return stop, nil
+}
+
+// interfaceAddrs lists the addresses of the data interfaces: the node's own,
+// whose replies from backends the data plane must leave alone.
+func interfaceAddrs(ifnames []string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, name := range ifnames {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			// Attach has already refused a real interface that is missing;
+			// only an in-memory data plane gets here without one.
+			continue
+		}
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			return nil, fmt.Errorf("addresses of %s: %w", name, err)
+		}
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				out = append(out, p.Addr().Unmap())
+			}
+		}
+	}
+	return out, nil
 }

@@ -55,7 +55,14 @@ func (f *fakeDP) Flows() ([]flow.Flow, error) {
 		BackendID: 2, VServerID: 0, Epoch: 1, Flags: flow.FlowFlagStateless, Created: time.Second}}, nil
 }
 
-func (f *fakeDP) Attach(ifname string) error { f.ev.add("attach %s", ifname); return nil }
+func (f *fakeDP) Attach(ifnames ...string) error {
+	for _, i := range ifnames {
+		f.ev.add("attach %s", i)
+	}
+	return nil
+}
+
+func (f *fakeDP) SetLocalAddrs([]netip.Addr) error { return nil }
 func (f *fakeDP) Close() error               { f.ev.add("dataplane close"); return nil }
 
 type fakeAddrs struct {

@@ -20,7 +20,7 @@
  *
  * Maps (sizes are set by the Go loader from its Config):
  *   vservers      HASH  vs_key -> vserver. Type ANY is one entry per protocol.
- *   addrs         HASH  addr_key -> ADDR_F_VIP|ADDR_F_BACKEND: tells cheaply
+ *   addrs         HASH  addr_key -> ADDR_F_VIP|ADDR_F_BACKEND|ADDR_F_LOCAL: tells cheaply
  *                 whether an address is a VIP (malformed frames, "*" lookups)
  *                 or a service (reverse path).
  *   backends      ARRAY backend id -> backend; id 0 is "no backend".
@@ -787,6 +787,8 @@ HANDLER int handle_reverse_fragment(struct xdp_md *ctx, struct pkt *p)
 		return XDP_ABORTED;
 	if (!(addr_flags(p->src, p->family) & ADDR_F_BACKEND))
 		return pass(REASON_PASS_NOT_OURS);
+	if (addr_flags(p->dst, p->family) & ADDR_F_LOCAL)
+		return pass(REASON_PASS_LOCAL);
 	__builtin_memcpy(k.addr, p->src, 16);
 	k.proto = p->proto;
 	k.family = p->family;
@@ -859,6 +861,8 @@ HANDLER int handle_reverse(struct xdp_md *ctx, struct pkt *p)
 		return XDP_ABORTED;
 	if (!(addr_flags(p->src, p->family) & ADDR_F_BACKEND))
 		return pass(REASON_PASS_NOT_OURS);
+	if (addr_flags(p->dst, p->family) & ADDR_F_LOCAL)
+		return pass(REASON_PASS_LOCAL);
 	r = lookup_reverse(p->src, p->sport, p->proto, p->family);
 	if (!r || r->family != p->family)
 		return pass(REASON_PASS_NOT_OURS);
@@ -1095,6 +1099,9 @@ HANDLER int handle_icmp(struct xdp_md *ctx, struct pkt *p)
 
 		if (parse_inner(ctx, p, &in))
 			return pass(REASON_PASS_ICMP_UNKNOWN);
+		/* about the node's own connection (a health probe): the node's */
+		if (addr_flags(p->dst, p->family) & ADDR_F_LOCAL)
+			return pass(REASON_PASS_LOCAL);
 		r = lookup_reverse(in.dst, in.dport, in.proto, p->family);
 		if (!r || r->family != p->family)
 			return pass(REASON_PASS_NOT_OURS);

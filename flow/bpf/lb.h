@@ -36,6 +36,10 @@ enum backend_flags {
 enum addr_flags {
 	ADDR_F_VIP = 1 << 0,
 	ADDR_F_BACKEND = 1 << 1,
+	/* An address of the node itself: replies from a backend to it (health
+	 * probes, the operator's own connections) are the node's, not a
+	 * client's, and must reach its stack untouched. */
+	ADDR_F_LOCAL = 1 << 2,
 };
 
 /* flow.flags: reserved for stateful flows (owned, steered, closing...). */
@@ -62,6 +66,7 @@ enum reason {
 	REASON_PASS_NOT_STATELESS, /* vserver not STATELESS: left to the stateful path */
 	REASON_PASS_NO_NEIGH,	 /* fib: no neighbour; rewritten packet left to the kernel */
 	REASON_PASS_ICMP_UNKNOWN, /* ICMP error about no known VIP flow or service */
+	REASON_PASS_LOCAL,	 /* from a service to the node's own address (health probe) */
 	REASON_DROP_BAD_L3,	 /* malformed IP header, for a VIP */
 	REASON_DROP_BAD_L4,	 /* malformed L4 header, for a VIP */
 	REASON_DROP_BAD_ICMP,	 /* malformed ICMP error for a VIP */
