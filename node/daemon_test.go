@@ -63,7 +63,7 @@ func (f *fakeDP) Attach(ifnames ...string) error {
 }
 
 func (f *fakeDP) SetLocalAddrs([]netip.Addr) error { return nil }
-func (f *fakeDP) Close() error               { f.ev.add("dataplane close"); return nil }
+func (f *fakeDP) Close() error                     { f.ev.add("dataplane close"); return nil }
 
 type fakeAddrs struct {
 	ev  *events
