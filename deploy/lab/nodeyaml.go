@@ -33,6 +33,7 @@ type nodeData struct {
 	AS                  uint32
 	HoldTime, Keepalive string
 	Peers               []nodePeer
+	Return              []netip.Prefix
 	Front, Back, BP     string
 	Socket, State       string
 }
@@ -55,6 +56,7 @@ bgp:
   localAs: {{.AS}}
   routerId: {{.Bind}}
   listenPort: -1
+  returnPrefixes: [{{range $i, $p := .Return}}{{if $i}}, {{end}}{{$p}}{{end}}]
   peers:
 {{- range .Peers}}
     - address: {{.Address}}
@@ -100,6 +102,10 @@ func (c Config) NodeYAML(i int) ([]byte, error) {
 		Front: NodeIfFront, Back: NodeIfBack, BP: NodeIfBackplane,
 		Socket: c.NodeSocket(i), State: filepath.Join(c.NodeDir(i), "state"),
 	}
+	// The client prefixes draw the backends' replies (USIP) back through
+	// the nodes, which rewrite their source to the VIP.
+	c4, c6 := ClientPrefixes()
+	d.Return = []netip.Prefix{c4, c6}
 	if p := c.Partner(i); p != 0 {
 		d.Partner = NodeName(p)
 	}
