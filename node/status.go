@@ -254,6 +254,9 @@ func (s status) Connections(ctx context.Context, f api.ConnFilter) ([]api.Conn, 
 		if now > fl.Created {
 			c.Age = now - fl.Created
 		}
+		if now > fl.Seen {
+			c.Idle = now - fl.Seen
+		}
 		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool {

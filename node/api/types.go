@@ -287,6 +287,10 @@ type Conn struct {
 	Owner    uint32         `json:"owner,omitempty"` // owning pair, stateful only
 	Mirrored bool           `json:"mirrored"`
 	Age      time.Duration  `json:"age"`
+	// Idle is the time since the data plane last saw a packet of the flow
+	// (refreshed at most once a second): among several nodes holding an
+	// entry for one flow, the least idle one carries it now.
+	Idle time.Duration `json:"idle"`
 }
 
 // ExplainRequest asks which vserver, backend and owner a flow gets.
