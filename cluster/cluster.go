@@ -433,6 +433,11 @@ func (c *Cluster) Drain(drained bool) {
 	c.withMachine(func(m *Machine) { m.SetDrained(drained) })
 }
 
+// SetBGP publishes how many of this node's BGP sessions are established.
+func (c *Cluster) SetBGP(up, peers int) {
+	c.withMachine(func(m *Machine) { m.SetBGP(up, peers) })
+}
+
 // DeclareDead marks node id dead at once and tells the cluster: the partner
 // calls it when the mirroring connection closed and a direct probe failed,
 // without waiting for memberlist's suspicion.

@@ -471,3 +471,23 @@ func TestClusterLargeHealthReport(t *testing.T) {
 	})
 	t.Logf("200-service report on b after %s", took.Round(time.Millisecond))
 }
+
+// TestClusterGossipsBGP: a node's BGP session summary reaches the others'
+// member views, so `show cluster` on any node shows every node's sessions.
+func TestClusterGossipsBGP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two memberlist nodes")
+	}
+	a, _ := startNode(t, "n1", t.TempDir(), testKey)
+	b, _ := startNode(t, "n2", t.TempDir(), testKey, a.Addr())
+	waitFor(t, 3*time.Second, "two members", func() bool { return len(a.Members()) == 2 && len(b.Members()) == 2 })
+	b.SetBGP(3, 4)
+	waitFor(t, 3*time.Second, "n2's BGP summary on n1", func() bool {
+		for _, m := range a.Members() {
+			if m.ID == "n2" {
+				return m.BGPUp == 3 && m.BGPPeers == 4
+			}
+		}
+		return false
+	})
+}

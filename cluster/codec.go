@@ -224,6 +224,10 @@ type MemberMeta struct {
 	// Leaving is set just before a graceful leave, so that the others tell
 	// a leave from a failure (memberlist's leave event does not say which).
 	Leaving bool `json:"leaving,omitempty"`
+	// BGPUp of BGPPeers sessions are established: gossiped so that any
+	// node's `show cluster` shows every node's routing state.
+	BGPUp    uint16 `json:"bgpUp,omitempty"`
+	BGPPeers uint16 `json:"bgpPeers,omitempty"`
 }
 
 func (m *MemberMeta) validate() error {

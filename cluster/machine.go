@@ -161,6 +161,9 @@ type MemberStatus struct {
 	ProtoVersion uint16         `json:"protoVersion"`
 	Drained      bool           `json:"drained"`
 	Self         bool           `json:"self,omitempty"`
+	// BGPUp of BGPPeers sessions established, as the member last gossiped.
+	BGPUp    int `json:"bgpUp"`
+	BGPPeers int `json:"bgpPeers"`
 }
 
 // PairStatus is one pair.
@@ -385,6 +388,18 @@ func (m *Machine) SetConfig(c Config) {
 func (m *Machine) SetDrained(d bool) {
 	m.members[m.cfg.Self.ID].meta.Drained = d
 	m.recompute()
+}
+
+// SetBGP records how many of this node's BGP sessions are established, for
+// the other members' status views; a change updates the node's metadata.
+func (m *Machine) SetBGP(up, peers int) {
+	meta := &m.members[m.cfg.Self.ID].meta
+	meta.BGPUp, meta.BGPPeers = clampU16(up), clampU16(peers)
+	m.recompute()
+}
+
+func clampU16(n int) uint16 {
+	return uint16(min(max(n, 0), 0xffff))
 }
 
 // SetLeaving marks this node as leaving the cluster gracefully: it
@@ -688,6 +703,7 @@ func (m *Machine) Members() []MemberStatus {
 		out = append(out, MemberStatus{
 			ID: id, Addr: mem.addr, Backplane: mem.meta.Backplane, Pair: pairOf[id], State: mem.state.String(),
 			Digest: mem.meta.Digest, ProtoVersion: mem.meta.Proto, Drained: mem.meta.Drained, Self: id == m.cfg.Self.ID,
+			BGPUp: int(mem.meta.BGPUp), BGPPeers: int(mem.meta.BGPPeers),
 		})
 	}
 	slices.SortFunc(out, func(a, b MemberStatus) int { return cmp.Compare(a.ID, b.ID) })

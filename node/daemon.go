@@ -337,6 +337,7 @@ func (d *Daemon) Run(ctx context.Context, ready chan<- struct{}) (err error) {
 			return nil
 		case <-tick.C:
 			d.reconcile() // retries a data-plane sync that failed
+			d.publishBGP(ctx)
 		}
 	}
 }

@@ -59,6 +59,7 @@ func memberOf(m cluster.MemberStatus) api.Member {
 	return api.Member{
 		ID: m.ID, Addr: m.Addr.String(), Pair: m.Pair, State: api.MemberState(m.State),
 		Digest: m.Digest, ProtoVersion: int(m.ProtoVersion), Drained: m.Drained,
+		BGPUp: m.BGPUp, BGPPeers: m.BGPPeers,
 	}
 }
 

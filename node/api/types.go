@@ -208,14 +208,18 @@ type BGPSession struct {
 
 // Member is one cluster member as the answering node sees it.
 type Member struct {
-	ID           string       `json:"id"`
-	Addr         string       `json:"addr"`
-	Pair         uint32       `json:"pair"`
-	State        MemberState  `json:"state"`
-	Digest       string       `json:"digest"` // the member's configuration digest
-	ProtoVersion int          `json:"protoVersion"`
-	Drained      bool         `json:"drained"`
-	BGP          []BGPSession `json:"bgp"`
+	ID           string      `json:"id"`
+	Addr         string      `json:"addr"`
+	Pair         uint32      `json:"pair"`
+	State        MemberState `json:"state"`
+	Digest       string      `json:"digest"` // the member's configuration digest
+	ProtoVersion int         `json:"protoVersion"`
+	Drained      bool        `json:"drained"`
+	// BGP lists the sessions of the answering node only; BGPUp of BGPPeers
+	// established is what every member gossips about itself.
+	BGP      []BGPSession `json:"bgp"`
+	BGPUp    int          `json:"bgpUp"`
+	BGPPeers int          `json:"bgpPeers"`
 }
 
 // Pair is a pair of partners that mirror each other's stateful flows.

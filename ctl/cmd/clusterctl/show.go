@@ -164,13 +164,7 @@ func printCluster(w io.Writer, v api.ClusterView) error {
 		if m.Digest != v.Digest {
 			digest += " (differs)"
 		}
-		est := 0
-		for _, b := range m.BGP {
-			if strings.EqualFold(b.State, "ESTABLISHED") {
-				est++
-			}
-		}
-		t.row(m.ID, m.Addr, m.Pair, m.State, yesNo(m.Drained), digest, m.ProtoVersion, fmt.Sprintf("%d/%d up", est, len(m.BGP)))
+		t.row(m.ID, m.Addr, m.Pair, m.State, yesNo(m.Drained), digest, m.ProtoVersion, bgpSummary(m))
 	}
 	if err := t.flush(); err != nil {
 		return err
@@ -398,4 +392,19 @@ func (c *explainFlowCmd) Run(s *session) error {
 		}
 		return kv.flush()
 	})
+}
+
+// bgpSummary is "established/peers up": from the answering node's own
+// sessions for itself, from what the member gossips for the others.
+func bgpSummary(m api.Member) string {
+	if len(m.BGP) > 0 {
+		est := 0
+		for _, b := range m.BGP {
+			if strings.EqualFold(b.State, "ESTABLISHED") {
+				est++
+			}
+		}
+		return fmt.Sprintf("%d/%d up", est, len(m.BGP))
+	}
+	return fmt.Sprintf("%d/%d up", m.BGPUp, m.BGPPeers)
 }
