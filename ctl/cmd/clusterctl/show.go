@@ -223,8 +223,13 @@ func (c *showNodeCmd) Run(s *session) error {
 		kv.row("Announced VIPs:", orDash(strings.Join(vips, ", ")))
 		kv.row("Flow entries:", n.Flows)
 		kv.row("Counters:", fmt.Sprintf("packets %d, bytes %d, new flows %d, drops %d", n.Counters.Packets, n.Counters.Bytes, n.Counters.NewFlows, n.Counters.Drops))
+		kv.row("BGP sessions:", bgpSummary(n.Member))
 		if err := kv.flush(); err != nil {
 			return err
+		}
+		if len(n.BGP) == 0 && n.BGPPeers > 0 {
+			fmt.Fprintf(w, "(per-session detail, VIPs, flows and counters are kept by %s itself: ask it with --node)\n", n.ID)
+			return nil
 		}
 		fmt.Fprintln(w)
 		t := newTable(w, "BGP PEER", "PEER AS", "STATE", "PREFIXES", "GRACEFUL")
