@@ -85,6 +85,10 @@ type Config struct {
 	Seed uint64
 	// Carrier is optional; without it no flow counts as moved.
 	Carrier Carrier
+	// Stop, when closed, ends the run early as Duration would: flows finish
+	// their round trip and close, and count as kept. Optional: the chaos
+	// runner sets a long Duration and closes Stop once its scenario is over.
+	Stop <-chan struct{}
 }
 
 func (c *Config) setDefaults() {
@@ -347,6 +351,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// stop asks flows to finish; hard bounds every socket operation.
 	stop, cancelStop := context.WithDeadline(ctx, start.Add(cfg.Duration))
 	defer cancelStop()
+	if cfg.Stop != nil {
+		go func() {
+			select {
+			case <-cfg.Stop:
+				cancelStop()
+			case <-stop.Done():
+			}
+		}()
+	}
 	hard, cancelHard := context.WithDeadline(ctx, start.Add(cfg.Duration+cfg.StallTimeout+time.Second))
 	defer cancelHard()
 

@@ -285,3 +285,28 @@ func TestServerConfigValidate(t *testing.T) {
 		t.Errorf("serving after close: %v", err)
 	}
 }
+
+func TestCheckerStopEndsRunEarly(t *testing.T) {
+	_, port := serve(t, "", "lo-backend", netip.MustParseAddr("127.0.0.1"), 0)
+	stop := make(chan struct{})
+	cfg := Config{
+		Targets:     []Target{{Mode: "plain", Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port), TCPFlows: 5, UDPFlows: 5}},
+		Duration:    time.Minute,
+		Interval:    20 * time.Millisecond,
+		StartSpread: 100 * time.Millisecond,
+		Stop:        stop,
+	}
+	time.AfterFunc(700*time.Millisecond, func() { close(stop) })
+	start := time.Now()
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("run took %v after Stop at 700ms of a 1m duration", d)
+	}
+	s := rep.Summaries()[0]
+	if s.Flows != 10 || s.Kept != 10 {
+		t.Fatalf("summary %+v: a stopped run keeps its flows", s)
+	}
+}
