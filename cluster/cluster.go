@@ -433,6 +433,42 @@ func (c *Cluster) Drain(drained bool) {
 	c.withMachine(func(m *Machine) { m.SetDrained(drained) })
 }
 
+// ErrNotMember is returned for a node id the cluster does not know as a
+// live member.
+var ErrNotMember = errors.New("no such live member")
+
+// RequestDrain asks node id to drain (or undrain) itself; it arrives there
+// as a DrainRequest effect. It returns once the request is delivered over
+// memberlist's reliable channel, or an error when the node is not a live
+// member or cannot be reached. The drain itself is not awaited: watch the
+// node's Drained flag.
+func (c *Cluster) RequestDrain(id string, drained bool) error {
+	if id == c.cfg.NodeID {
+		c.mu.Lock()
+		c.pending = append(c.pending, DrainRequest{Drained: drained, From: id})
+		c.mu.Unlock()
+		c.kick()
+		return nil
+	}
+	var to *memberlist.Node
+	for _, mem := range c.Members() {
+		if mem.ID == id && mem.State == StateAlive.String() && mem.Addr.IsValid() {
+			to = &memberlist.Node{Name: mem.ID, Addr: mem.Addr.Addr().AsSlice(), Port: mem.Addr.Port()}
+		}
+	}
+	if to == nil {
+		return fmt.Errorf("drain %s: %w", id, ErrNotMember)
+	}
+	b, err := (&Message{Type: MsgDrain, From: c.cfg.NodeID, Target: id, Drained: drained}).Encode()
+	if err != nil {
+		return fmt.Errorf("encoding drain request: %w", err)
+	}
+	if err := c.list.SendReliable(to, b); err != nil {
+		return fmt.Errorf("sending drain request to %s: %w", id, err)
+	}
+	return nil
+}
+
 // SetBGP publishes how many of this node's BGP sessions are established.
 func (c *Cluster) SetBGP(up, peers int) {
 	c.withMachine(func(m *Machine) { m.SetBGP(up, peers) })

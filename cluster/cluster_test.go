@@ -20,6 +20,7 @@ type effectLog struct {
 	mu      sync.Mutex
 	vips    map[netip.Addr]bool
 	program int
+	drains  []DrainRequest
 }
 
 func (l *effectLog) apply(e Effect) {
@@ -32,7 +33,15 @@ func (l *effectLog) apply(e Effect) {
 		delete(l.vips, e.VIP)
 	case ProgramTable:
 		l.program++
+	case DrainRequest:
+		l.drains = append(l.drains, e)
 	}
+}
+
+func (l *effectLog) drainRequests() []DrainRequest {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]DrainRequest(nil), l.drains...)
 }
 
 func (l *effectLog) announced(vip netip.Addr) bool {
@@ -490,4 +499,36 @@ func TestClusterGossipsBGP(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestClusterRequestDrain: a drain asked of one node for another reaches the
+// other as a DrainRequest effect; an unknown node is refused.
+func TestClusterRequestDrain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two memberlist nodes")
+	}
+	a, la := startNode(t, "n1", t.TempDir(), testKey)
+	b, lb := startNode(t, "n2", t.TempDir(), testKey, a.Addr())
+	waitFor(t, 3*time.Second, "two members", func() bool { return len(a.Members()) == 2 && len(b.Members()) == 2 })
+	if err := a.RequestDrain("n2", true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "drain request on n2", func() bool {
+		d := lb.drainRequests()
+		return len(d) == 1 && d[0].Drained && d[0].From == "n1"
+	})
+	if err := a.RequestDrain("n2", false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "undrain request on n2", func() bool {
+		d := lb.drainRequests()
+		return len(d) == 2 && !d[1].Drained
+	})
+	if err := a.RequestDrain("n1", true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "local drain request on n1", func() bool { return len(la.drainRequests()) == 1 })
+	if err := a.RequestDrain("n9", true); !errors.Is(err, ErrNotMember) {
+		t.Errorf("drain of an unknown node: %v, want ErrNotMember", err)
+	}
 }

@@ -49,6 +49,9 @@ const (
 	// MsgLeave says From leaves the cluster gracefully: forget it rather
 	// than keep it as a dead member.
 	MsgLeave MessageType = 5
+	// MsgDrain asks node Target to drain (Drained true) or undrain itself:
+	// an operator may drain any node through any node's API.
+	MsgDrain MessageType = 6
 	metaType MessageType = 0x4d // 'M'
 )
 
@@ -64,6 +67,8 @@ func (t MessageType) String() string {
 		return "dead"
 	case MsgLeave:
 		return "leave"
+	case MsgDrain:
+		return "drain"
 	}
 	return fmt.Sprintf("type-%d", uint8(t))
 }
@@ -107,6 +112,8 @@ type Message struct {
 	Entries []Entry        `json:"entries,omitempty"` // MsgDelta, MsgState
 	Health  []HealthReport `json:"health,omitempty"`  // MsgState (all), MsgHealth (From's)
 	Dead    string         `json:"dead,omitempty"`    // MsgDead
+	Target  string         `json:"target,omitempty"`  // MsgDrain
+	Drained bool           `json:"drained,omitempty"` // MsgDrain
 }
 
 func (m *Message) validate() error {
@@ -136,6 +143,10 @@ func (m *Message) validate() error {
 	case MsgLeave:
 		if m.Dead != "" || len(m.Entries) != 0 || len(m.Health) != 0 {
 			return errors.New("leave: want the sender only")
+		}
+	case MsgDrain:
+		if !validName(m.Target) || m.Dead != "" || len(m.Entries) != 0 || len(m.Health) != 0 {
+			return errors.New("drain: want a target node id only")
 		}
 	default:
 		return fmt.Errorf("unknown message type %d", m.Type)

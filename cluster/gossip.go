@@ -195,6 +195,16 @@ func (c *Cluster) receive(msg Message) {
 			c.broadcast(Message{Type: MsgDelta, From: c.cfg.NodeID, Entries: changed})
 		}
 	}
+	if msg.Type == MsgDrain {
+		if msg.Target == c.cfg.NodeID {
+			c.log.Info("drain requested", "by", msg.From, "drained", msg.Drained)
+			c.mu.Lock()
+			c.pending = append(c.pending, DrainRequest{Drained: msg.Drained, From: msg.From})
+			c.mu.Unlock()
+			c.kick()
+		}
+		return
+	}
 	if msg.Type == MsgLeave {
 		known := false
 		c.withMachine(func(m *Machine) {

@@ -138,6 +138,14 @@ type Broadcast struct{ Msg Message }
 // UpdateMeta: this node's metadata changed; publish it (memberlist UpdateNode).
 type UpdateMeta struct{ Meta MemberMeta }
 
+// DrainRequest: an operator asked, through another node's API, that this
+// node drain (Drained true) or undrain itself. The daemon runs its drain
+// (graceful-shutdown announcement, then withdrawal) as for a local request.
+type DrainRequest struct {
+	Drained bool
+	From    string // the node whose API took the request
+}
+
 // PairsChanged: pairs, their members or their protection changed (the
 // mirroring channel reconnects to the new partner, takeovers happen).
 type PairsChanged struct{ Pairs []PairStatus }
@@ -149,6 +157,7 @@ func (WithdrawVIP) isEffect()  {}
 func (Broadcast) isEffect()    {}
 func (UpdateMeta) isEffect()   {}
 func (PairsChanged) isEffect() {}
+func (DrainRequest) isEffect() {}
 
 // MemberStatus is one member as `show cluster` prints it.
 type MemberStatus struct {

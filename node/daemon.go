@@ -366,6 +366,8 @@ func (d *Daemon) apply(e cluster.Effect) {
 		d.wantVIPs[e.VIP.Unmap()] = true
 	case cluster.WithdrawVIP:
 		delete(d.wantVIPs, e.VIP.Unmap())
+	case cluster.DrainRequest:
+		go d.drainRequested(e)
 	case cluster.PairsChanged:
 		d.log.Info("pairs changed", "pairs", e.Pairs)
 	}

@@ -131,6 +131,26 @@ type fakeCluster struct {
 	drained bool
 	vips    []netip.Addr
 	others  []cluster.MemberStatus
+	asked   []string // drains forwarded to other members
+}
+
+// RequestDrain forwards a drain to another member, as cluster.Cluster does.
+func (f *fakeCluster) RequestDrain(id string, drained bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, o := range f.others {
+		if o.ID == id {
+			f.asked = append(f.asked, fmt.Sprintf("%s drained=%v", id, drained))
+			return nil
+		}
+	}
+	return cluster.ErrNotMember
+}
+
+func (f *fakeCluster) forwarded() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.asked)
 }
 
 func (f *fakeCluster) Join(seeds []string) (int, error) { return 0, nil }
@@ -387,9 +407,21 @@ func TestDaemonLifecycle(t *testing.T) {
 	h.cl.mu.Lock()
 	h.cl.others = []cluster.MemberStatus{{ID: "n2", State: "alive"}}
 	h.cl.mu.Unlock()
-	if _, err := c.Drain(ctx, "n2"); !errors.Is(err, api.ErrMisdirected) {
-		t.Errorf("draining another node: %v, want ErrMisdirected", err)
+	// Another node's drain is forwarded to it through the cluster...
+	if _, err := c.Drain(ctx, "n2"); err != nil {
+		t.Errorf("draining another node: %v", err)
 	}
+	if _, err := c.Undrain(ctx, "n2"); err != nil {
+		t.Errorf("undraining another node: %v", err)
+	}
+	if got := h.cl.forwarded(); !slices.Equal(got, []string{"n2 drained=true", "n2 drained=false"}) {
+		t.Errorf("forwarded drains %v", got)
+	}
+	// ... and one asked of this node through another arrives as an effect.
+	h.cl.apply(cluster.DrainRequest{Drained: true, From: "n2"})
+	waitFor(t, "drained at n2's request", func() bool { return h.sp.Draining() && len(h.sp.Announced()) == 0 })
+	h.cl.apply(cluster.DrainRequest{Drained: false, From: "n2"})
+	waitFor(t, "undrained at n2's request", func() bool { return !h.sp.Draining() && len(h.sp.Announced()) == 2 })
 	if _, err := c.Drain(ctx, "n1"); err != nil {
 		t.Fatal(err)
 	}

@@ -278,20 +278,38 @@ func monotonicNow() time.Duration {
 	return time.Duration(ts.Nano())
 }
 
-// Drain implements api.Drainer for this node only.
+// Drain implements api.Drainer: this node drains at once; another live
+// member is asked through the cluster and drains itself.
 func (s status) Drain(ctx context.Context, node string) error {
 	if err := s.self(node); err != nil {
-		return err
+		return s.remoteDrain(node, true, err)
 	}
 	return s.d.Drain(ctx)
 }
 
-// Undrain implements api.Drainer for this node only.
+// Undrain implements api.Drainer, like Drain.
 func (s status) Undrain(ctx context.Context, node string) error {
 	if err := s.self(node); err != nil {
-		return err
+		return s.remoteDrain(node, false, err)
 	}
 	return s.d.Undrain(ctx)
+}
+
+// remoteDrain forwards a drain to another member when the cluster can
+// (cluster.Cluster.RequestDrain); otherwise it returns notSelf.
+func (s status) remoteDrain(node string, drained bool, notSelf error) error {
+	if !errors.Is(notSelf, ErrRemoteDrain) {
+		return notSelf
+	}
+	rd, ok := s.d.membership().(drainRequester)
+	if !ok {
+		return notSelf
+	}
+	if err := rd.RequestDrain(node, drained); err != nil {
+		// Dead, leaving or unreachable: nothing to drain there now.
+		return fmt.Errorf("%w: %w", err, api.ErrUnavailable)
+	}
+	return nil
 }
 
 func (s status) self(node string) error {
