@@ -70,6 +70,14 @@ type Config struct {
 	// FIBCacheSize is the capacity of the per-CPU LRU of fib results.
 	// Default 16384.
 	FIBCacheSize uint32
+	// SteerPort is the UDP port of Tandem's steering encapsulation on the
+	// backplane (see stateful.go). Default 6635; every node of a cluster
+	// must use the same.
+	SteerPort uint16
+	// EventRingSize is the size in bytes of the ring buffer that reports
+	// new and closed flows of mirrored vservers (a power of two, at least a
+	// page). Default 4 MiB: about 50,000 events of 80 bytes.
+	EventRingSize uint32
 }
 
 func (c Config) withDefaults() Config {
@@ -94,6 +102,12 @@ func (c Config) withDefaults() Config {
 	if c.FIBCacheSize == 0 {
 		c.FIBCacheSize = 16384
 	}
+	if c.SteerPort == 0 {
+		c.SteerPort = DefaultSteerPort
+	}
+	if c.EventRingSize == 0 {
+		c.EventRingSize = 4 << 20
+	}
 	return c
 }
 
@@ -106,6 +120,9 @@ func (c Config) validate() error {
 	}
 	if c.MaxBackends < 2 {
 		return fmt.Errorf("%w: MaxBackends %d: id 0 means no backend, so at least 2", ErrInvalidConfig, c.MaxBackends)
+	}
+	if c.EventRingSize < 4096 || c.EventRingSize&(c.EventRingSize-1) != 0 {
+		return fmt.Errorf("%w: EventRingSize %d: want a power of two of at least 4096 bytes", ErrInvalidConfig, c.EventRingSize)
 	}
 	if c.XDPMode != XDPNative && c.XDPMode != XDPGeneric {
 		return fmt.Errorf("%w: XDPMode %d: want XDPNative or XDPGeneric", ErrInvalidConfig, c.XDPMode)
@@ -129,6 +146,12 @@ type Datapath struct {
 	serviceRefs map[netip.Addr]int
 	// the node's own addresses (SetLocalAddrs)
 	locals map[netip.Addr]bool
+	// stateful data path (stateful.go)
+	members map[netip.Addr]bool // cluster members' backplane addresses
+	snips   map[netip.Addr]bool // pairs' SNIPs
+	selfCfg lbSelfCfg
+	pairs   []Pair
+	lists   map[uint32][]uint32 // backends of ROUNDROBIN/LEASTCONNECTION vservers
 }
 
 type reverseID struct {
@@ -159,6 +182,11 @@ func New(cfg Config) (_ *Datapath, err error) {
 		"backend_stats": cfg.MaxBackends,
 		"fib_cache":     cfg.FIBCacheSize,
 		"backend_fib":   cfg.MaxBackends,
+		"rflows":        cfg.FlowTableSize,
+		"vs_lists":      cfg.MaxVServers,
+		"rr_next":       cfg.MaxVServers,
+		"be_conns":      cfg.MaxBackends,
+		"events":        cfg.EventRingSize,
 	}
 	for name, n := range sizes {
 		m, ok := spec.Maps[name]
@@ -173,6 +201,9 @@ func New(cfg Config) (_ *Datapath, err error) {
 	ttl := uint64(max(cfg.FIBCacheTTL, 0))
 	if err := spec.Variables["fib_cache_ns"].Set(ttl); err != nil {
 		return nil, fmt.Errorf("setting fib cache TTL: %w", err)
+	}
+	if err := spec.Variables["steer_port"].Set(htons(cfg.SteerPort)); err != nil {
+		return nil, fmt.Errorf("setting steering port: %w", err)
 	}
 	objs := new(lbObjects)
 	if err := spec.LoadAndAssign(objs, nil); err != nil {
@@ -192,6 +223,9 @@ func New(cfg Config) (_ *Datapath, err error) {
 		vipRefs:     make(map[netip.Addr]int),
 		serviceRefs: make(map[netip.Addr]int),
 		locals:      make(map[netip.Addr]bool),
+		members:     make(map[netip.Addr]bool),
+		snips:       make(map[netip.Addr]bool),
+		lists:       make(map[uint32][]uint32),
 	}, nil
 }
 
@@ -324,8 +358,20 @@ func (d *Datapath) SetVServer(v VServer) error {
 	if v.Protocol != ProtoAny && v.Protocol != ProtoTCP && v.Protocol != ProtoUDP {
 		return fmt.Errorf("%w: vserver %d: protocol %s: want TCP, UDP or ANY", ErrInvalidArgument, v.ID, v.Protocol)
 	}
-	if v.Method != MethodSourceIP && v.Method != MethodSourceIPSourcePort {
-		return fmt.Errorf("%w: vserver %d: method %d: want MethodSourceIP or MethodSourceIPSourcePort", ErrInvalidArgument, v.ID, v.Method)
+	switch v.Method {
+	case MethodSourceIP, MethodSourceIPSourcePort:
+	case MethodRoundRobin, MethodLeastConnection:
+		if !v.Owned || v.Stateless {
+			return fmt.Errorf("%w: vserver %d: ROUNDROBIN and LEASTCONNECTION are not a function of the packet: the vserver must be Owned, not Stateless", ErrInvalidArgument, v.ID)
+		}
+	default:
+		return fmt.Errorf("%w: vserver %d: method %d: want MethodSourceIP, MethodSourceIPSourcePort, MethodRoundRobin or MethodLeastConnection", ErrInvalidArgument, v.ID, v.Method)
+	}
+	if v.Stateless && (v.Owned || v.Mirror || v.SNAT) {
+		return fmt.Errorf("%w: vserver %d: a Stateless vserver is neither Owned, mirrored nor source-NATed", ErrInvalidArgument, v.ID)
+	}
+	if (v.Mirror || v.SNAT) && !v.Owned {
+		return fmt.Errorf("%w: vserver %d: Mirror and SNAT need an Owned vserver", ErrInvalidArgument, v.ID)
 	}
 	if v.Mode != ModeNAT && v.Mode != ModeDSR {
 		return fmt.Errorf("%w: vserver %d: mode %d: want ModeNAT or ModeDSR", ErrInvalidArgument, v.ID, v.Mode)
@@ -333,6 +379,15 @@ func (d *Datapath) SetVServer(v VServer) error {
 	val := lbVserver{Id: v.ID, Seed: v.Seed, Method: uint8(v.Method), Mode: uint8(v.Mode)}
 	if v.Stateless {
 		val.Flags |= vsFlagStateless
+	}
+	if v.Owned {
+		val.Flags |= vsFlagOwned
+	}
+	if v.Mirror {
+		val.Flags |= vsFlagMirror
+	}
+	if v.SNAT {
+		val.Flags |= vsFlagSNAT
 	}
 	newKeys := d.vsKeys(v)
 	for _, k := range newKeys {
@@ -475,6 +530,9 @@ func (d *Datapath) SetReverse(r Reverse) error {
 	addr, fam := addrWords(r.Addr)
 	vip, _ := addrWords(v.VIP)
 	val := lbRev{Vip: vip, Vport: htons(v.Port), Family: fam, VsId: v.ID, BackendId: r.BackendID}
+	if r.Stateful {
+		val.Flags |= revFlagStateful
+	}
 	for _, p := range r.Protocol.expand() {
 		k := lbRevKey{Addr: addr, Port: htons(r.Port), Proto: uint8(p), Family: fam}
 		if err := d.objs.Reverse.Update(&k, &val, ebpf.UpdateAny); err != nil {
@@ -536,6 +594,12 @@ func (d *Datapath) writeAddr(a netip.Addr) error {
 	}
 	if d.locals[a] {
 		flags |= addrFlagLocal
+	}
+	if d.members[a] {
+		flags |= addrFlagMember
+	}
+	if d.snips[a] {
+		flags |= addrFlagSNIP
 	}
 	if flags == 0 {
 		if err := d.objs.Addrs.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {

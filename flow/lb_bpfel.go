@@ -28,6 +28,12 @@ type lbBackend struct {
 	Flags  uint8
 }
 
+type lbBeList struct {
+	_   structs.HostLayout
+	N   uint32
+	Ids [64]uint32
+}
+
 type lbBeStats struct {
 	_          structs.HostLayout
 	Packets    uint64
@@ -35,8 +41,15 @@ type lbBeStats struct {
 	NewFlows   uint64
 	RevPackets uint64
 	RevBytes   uint64
-	Reasons    [25]uint64
+	Reasons    [33]uint64
 }
+
+type lbEventType uint32
+
+const (
+	lbEventTypeEVENT_NEW   lbEventType = 1
+	lbEventTypeEVENT_CLOSE lbEventType = 2
+)
 
 type lbFibEntry struct {
 	_         structs.HostLayout
@@ -67,6 +80,29 @@ type lbFlow struct {
 	Owner     uint16
 	CreatedNs uint64
 	SeenNs    uint64
+	Snat      [4]uint32
+	SnatPort  uint16
+	Pad       uint16
+	_         [4]byte
+}
+
+type lbFlowEvent struct {
+	_         structs.HostLayout
+	Type      uint8
+	Proto     uint8
+	Family    uint8
+	Pad       uint8
+	Sport     uint16
+	Dport     uint16
+	Src       [4]uint32
+	Dst       [4]uint32
+	VsId      uint32
+	BackendId uint32
+	Snat      [4]uint32
+	SnatPort  uint16
+	Flags     uint16
+	Owner     uint32
+	TsNs      uint64
 }
 
 type lbFlowKey struct {
@@ -85,7 +121,22 @@ type lbMethod uint32
 const (
 	lbMethodMETHOD_SOURCEIP            lbMethod = 1
 	lbMethodMETHOD_SOURCEIP_SOURCEPORT lbMethod = 2
+	lbMethodMETHOD_ROUNDROBIN          lbMethod = 3
+	lbMethodMETHOD_LEASTCONN           lbMethod = 4
 )
+
+type lbPair struct {
+	_          structs.HostLayout
+	Id         uint32
+	Addr       [4]uint32
+	Snip       [4]uint32
+	SnatLo     uint16
+	SnatHi     uint16
+	Flags      uint8
+	Family     uint8
+	SnipFamily uint8
+	Pad        uint8
+}
 
 type lbReason uint32
 
@@ -115,7 +166,15 @@ const (
 	lbReasonREASON_DROP_FIB            lbReason = 22
 	lbReasonREASON_DROP_FRAG_NEEDED    lbReason = 23
 	lbReasonREASON_DROP_UNSUPPORTED    lbReason = 24
-	lbReasonREASON_MAX                 lbReason = 25
+	lbReasonREASON_FWD_STEER           lbReason = 25
+	lbReasonREASON_PASS_NO_FLOW        lbReason = 26
+	lbReasonREASON_DROP_STEER_PEER     lbReason = 27
+	lbReasonREASON_DROP_STEER_BAD      lbReason = 28
+	lbReasonREASON_DROP_STEER_FAIL     lbReason = 29
+	lbReasonREASON_DROP_NO_SNAT        lbReason = 30
+	lbReasonREASON_STEER_LOOP          lbReason = 31
+	lbReasonREASON_EVENT_LOST          lbReason = 32
+	lbReasonREASON_MAX                 lbReason = 33
 )
 
 type lbRev struct {
@@ -123,7 +182,7 @@ type lbRev struct {
 	Vip       [4]uint32
 	Vport     uint16
 	Family    uint8
-	Pad       uint8
+	Flags     uint8
 	VsId      uint32
 	BackendId uint32
 }
@@ -134,6 +193,26 @@ type lbRevKey struct {
 	Port   uint16
 	Proto  uint8
 	Family uint8
+}
+
+type lbRflow struct {
+	_          structs.HostLayout
+	Client     [4]uint32
+	Vip        [4]uint32
+	ClientPort uint16
+	Vport      uint16
+	VsId       uint32
+	BackendId  uint32
+	Flags      uint16
+	Pad        uint16
+}
+
+type lbSelfCfg struct {
+	_      structs.HostLayout
+	Npairs uint32
+	Addr   [4]uint32
+	Family uint8
+	Pad    [3]uint8
 }
 
 type lbVsKey struct {
@@ -151,7 +230,7 @@ type lbVsStats struct {
 	NewFlows   uint64
 	RevPackets uint64
 	RevBytes   uint64
-	Reasons    [25]uint64
+	Reasons    [33]uint64
 }
 
 type lbVserver struct {
@@ -167,24 +246,35 @@ type lbVserver struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	lbMapAddrs        = "addrs"
-	lbMapBackendFib   = "backend_fib"
-	lbMapBackendStats = "backend_stats"
-	lbMapBackends     = "backends"
-	lbMapFibCache     = "fib_cache"
-	lbMapFlows        = "flows"
-	lbMapReasons      = "reasons"
-	lbMapReverse      = "reverse"
-	lbMapTableActive  = "table_active"
-	lbMapTables       = "tables"
-	lbMapVserverStats = "vserver_stats"
-	lbMapVservers     = "vservers"
-	lbProgXdpLb       = "xdp_lb"
-	lbProgXdpPass     = "xdp_pass"
-	lbVarFibCacheNs   = "fib_cache_ns"
-	lbVarMethodUnused = "method_unused"
-	lbVarReasonCount  = "reason_count"
-	lbVarTableSize    = "table_size"
+	lbMapAddrs           = "addrs"
+	lbMapBackendFib      = "backend_fib"
+	lbMapBackendStats    = "backend_stats"
+	lbMapBackends        = "backends"
+	lbMapBeConns         = "be_conns"
+	lbMapEvents          = "events"
+	lbMapFibCache        = "fib_cache"
+	lbMapFlows           = "flows"
+	lbMapPairs           = "pairs"
+	lbMapReasons         = "reasons"
+	lbMapReverse         = "reverse"
+	lbMapRflows          = "rflows"
+	lbMapRrNext          = "rr_next"
+	lbMapSelf            = "self"
+	lbMapSnatNext        = "snat_next"
+	lbMapTableActive     = "table_active"
+	lbMapTables          = "tables"
+	lbMapVsLists         = "vs_lists"
+	lbMapVserverStats    = "vserver_stats"
+	lbMapVservers        = "vservers"
+	lbProgXdpLb          = "xdp_lb"
+	lbProgXdpPass        = "xdp_pass"
+	lbVarEventTypeUnused = "event_type_unused"
+	lbVarFibCacheNs      = "fib_cache_ns"
+	lbVarFlowEventUnused = "flow_event_unused"
+	lbVarMethodUnused    = "method_unused"
+	lbVarReasonCount     = "reason_count"
+	lbVarSteerPort       = "steer_port"
+	lbVarTableSize       = "table_size"
 )
 
 // loadLb returns the embedded CollectionSpec for lb.
@@ -241,12 +331,20 @@ type lbMapSpecs struct {
 	BackendFib   *ebpf.MapSpec `ebpf:"backend_fib"`
 	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
+	BeConns      *ebpf.MapSpec `ebpf:"be_conns"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
 	FibCache     *ebpf.MapSpec `ebpf:"fib_cache"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
+	Pairs        *ebpf.MapSpec `ebpf:"pairs"`
 	Reasons      *ebpf.MapSpec `ebpf:"reasons"`
 	Reverse      *ebpf.MapSpec `ebpf:"reverse"`
+	Rflows       *ebpf.MapSpec `ebpf:"rflows"`
+	RrNext       *ebpf.MapSpec `ebpf:"rr_next"`
+	Self         *ebpf.MapSpec `ebpf:"self"`
+	SnatNext     *ebpf.MapSpec `ebpf:"snat_next"`
 	TableActive  *ebpf.MapSpec `ebpf:"table_active"`
 	Tables       *ebpf.MapSpec `ebpf:"tables"`
+	VsLists      *ebpf.MapSpec `ebpf:"vs_lists"`
 	VserverStats *ebpf.MapSpec `ebpf:"vserver_stats"`
 	Vservers     *ebpf.MapSpec `ebpf:"vservers"`
 }
@@ -255,10 +353,13 @@ type lbMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lbVariableSpecs struct {
-	FibCacheNs   *ebpf.VariableSpec `ebpf:"fib_cache_ns"`
-	MethodUnused *ebpf.VariableSpec `ebpf:"method_unused"`
-	ReasonCount  *ebpf.VariableSpec `ebpf:"reason_count"`
-	TableSize    *ebpf.VariableSpec `ebpf:"table_size"`
+	EventTypeUnused *ebpf.VariableSpec `ebpf:"event_type_unused"`
+	FibCacheNs      *ebpf.VariableSpec `ebpf:"fib_cache_ns"`
+	FlowEventUnused *ebpf.VariableSpec `ebpf:"flow_event_unused"`
+	MethodUnused    *ebpf.VariableSpec `ebpf:"method_unused"`
+	ReasonCount     *ebpf.VariableSpec `ebpf:"reason_count"`
+	SteerPort       *ebpf.VariableSpec `ebpf:"steer_port"`
+	TableSize       *ebpf.VariableSpec `ebpf:"table_size"`
 }
 
 // lbObjects contains all objects after they have been loaded into the kernel.
@@ -285,12 +386,20 @@ type lbMaps struct {
 	BackendFib   *ebpf.Map `ebpf:"backend_fib"`
 	BackendStats *ebpf.Map `ebpf:"backend_stats"`
 	Backends     *ebpf.Map `ebpf:"backends"`
+	BeConns      *ebpf.Map `ebpf:"be_conns"`
+	Events       *ebpf.Map `ebpf:"events"`
 	FibCache     *ebpf.Map `ebpf:"fib_cache"`
 	Flows        *ebpf.Map `ebpf:"flows"`
+	Pairs        *ebpf.Map `ebpf:"pairs"`
 	Reasons      *ebpf.Map `ebpf:"reasons"`
 	Reverse      *ebpf.Map `ebpf:"reverse"`
+	Rflows       *ebpf.Map `ebpf:"rflows"`
+	RrNext       *ebpf.Map `ebpf:"rr_next"`
+	Self         *ebpf.Map `ebpf:"self"`
+	SnatNext     *ebpf.Map `ebpf:"snat_next"`
 	TableActive  *ebpf.Map `ebpf:"table_active"`
 	Tables       *ebpf.Map `ebpf:"tables"`
+	VsLists      *ebpf.Map `ebpf:"vs_lists"`
 	VserverStats *ebpf.Map `ebpf:"vserver_stats"`
 	Vservers     *ebpf.Map `ebpf:"vservers"`
 }
@@ -301,12 +410,20 @@ func (m *lbMaps) Close() error {
 		m.BackendFib,
 		m.BackendStats,
 		m.Backends,
+		m.BeConns,
+		m.Events,
 		m.FibCache,
 		m.Flows,
+		m.Pairs,
 		m.Reasons,
 		m.Reverse,
+		m.Rflows,
+		m.RrNext,
+		m.Self,
+		m.SnatNext,
 		m.TableActive,
 		m.Tables,
+		m.VsLists,
 		m.VserverStats,
 		m.Vservers,
 	)
@@ -316,10 +433,13 @@ func (m *lbMaps) Close() error {
 //
 // It can be passed to loadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lbVariables struct {
-	FibCacheNs   *ebpf.Variable `ebpf:"fib_cache_ns"`
-	MethodUnused *ebpf.Variable `ebpf:"method_unused"`
-	ReasonCount  *ebpf.Variable `ebpf:"reason_count"`
-	TableSize    *ebpf.Variable `ebpf:"table_size"`
+	EventTypeUnused *ebpf.Variable `ebpf:"event_type_unused"`
+	FibCacheNs      *ebpf.Variable `ebpf:"fib_cache_ns"`
+	FlowEventUnused *ebpf.Variable `ebpf:"flow_event_unused"`
+	MethodUnused    *ebpf.Variable `ebpf:"method_unused"`
+	ReasonCount     *ebpf.Variable `ebpf:"reason_count"`
+	SteerPort       *ebpf.Variable `ebpf:"steer_port"`
+	TableSize       *ebpf.Variable `ebpf:"table_size"`
 }
 
 // lbPrograms contains all programs after they have been loaded into the kernel.

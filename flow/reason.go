@@ -33,6 +33,30 @@ const (
 	ReasonDropFIB          = Reason(lbReasonREASON_DROP_FIB)
 	ReasonDropFragNeeded   = Reason(lbReasonREASON_DROP_FRAG_NEEDED)
 	ReasonDropUnsupported  = Reason(lbReasonREASON_DROP_UNSUPPORTED)
+	// ReasonFwdSteer: a packet of an owned flow whose owner is another
+	// node, encapsulated to it over the backplane.
+	ReasonFwdSteer = Reason(lbReasonREASON_FWD_STEER)
+	// ReasonPassNoFlow: at the owner, a TCP packet other than a SYN of an
+	// unknown flow, or a reply of an owned vserver without entry.
+	ReasonPassNoFlow = Reason(lbReasonREASON_PASS_NO_FLOW)
+	// ReasonDropSteerPeer: a steered packet from an address that is not a
+	// cluster member's backplane address.
+	ReasonDropSteerPeer = Reason(lbReasonREASON_DROP_STEER_PEER)
+	// ReasonDropSteerBad: a steered packet with a bad Tandem header or
+	// inner packet.
+	ReasonDropSteerBad = Reason(lbReasonREASON_DROP_STEER_BAD)
+	// ReasonDropSteerFail: steering impossible (no backplane address, other
+	// family, no neighbour entry for the owner).
+	ReasonDropSteerFail = Reason(lbReasonREASON_DROP_STEER_FAIL)
+	// ReasonDropNoSNAT: USIP OFF and no SNIP, or no free SNAT port.
+	ReasonDropNoSNAT = Reason(lbReasonREASON_DROP_NO_SNAT)
+	// ReasonSteerLoop is a note, not a verdict: a steered packet whose
+	// owner, in this node's view, is another node; it is handled here, never
+	// steered twice.
+	ReasonSteerLoop = Reason(lbReasonREASON_STEER_LOOP)
+	// ReasonEventLost is a note, not a verdict: the events ring was full;
+	// the periodic refresh carries the flow to the partner.
+	ReasonEventLost = Reason(lbReasonREASON_EVENT_LOST)
 
 	numReasons = int(lbReasonREASON_MAX)
 )
@@ -47,6 +71,8 @@ func (r Reason) String() string {
 		"pass_icmp_unknown", "pass_local",
 		"drop_bad_l3", "drop_bad_l4", "drop_bad_icmp", "drop_no_backend", "drop_fib",
 		"drop_frag_needed", "drop_unsupported",
+		"fwd_steer", "pass_no_flow", "drop_steer_peer", "drop_steer_bad", "drop_steer_fail",
+		"drop_no_snat", "note_steer_loop", "note_event_lost",
 	}
 	// The names follow enum reason of flow/bpf/lb.h; TestReasonNames checks
 	// that every reason has one.

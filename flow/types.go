@@ -47,6 +47,12 @@ const (
 	MethodSourceIP = Method(lbMethodMETHOD_SOURCEIP)
 	// MethodSourceIPSourcePort hashes address and port (SRCIPSRCPORTHASH).
 	MethodSourceIPSourcePort = Method(lbMethodMETHOD_SOURCEIP_SOURCEPORT)
+	// MethodRoundRobin (Owned vservers only) takes the vserver's backend
+	// list (SetVServerBackends) in turn, one shared position per vserver.
+	MethodRoundRobin = Method(lbMethodMETHOD_ROUNDROBIN)
+	// MethodLeastConnection (Owned vservers only) takes the backend of the
+	// list with the fewest active owned flows on this node; ties go in turn.
+	MethodLeastConnection = Method(lbMethodMETHOD_LEASTCONN)
 )
 
 // WithPort reports whether the method hashes the source port too, as the
@@ -71,13 +77,31 @@ const (
 	familyV6 = 6
 
 	vsFlagStateless = 1 << 0
+	vsFlagOwned     = 1 << 1
+	vsFlagMirror    = 1 << 2
+	vsFlagSNAT      = 1 << 3
 	beFlagValid     = 1 << 0
+	revFlagStateful = 1 << 0
 	addrFlagVIP     = 1 << 0
 	addrFlagBackend = 1 << 1
 	addrFlagLocal   = 1 << 2
+	addrFlagMember  = 1 << 3
+	addrFlagSNIP    = 1 << 4
+	pairFlagLive    = 1 << 0
+	pairFlagLocal   = 1 << 1
 
 	// FlowFlagStateless marks a flow created from a stateless vserver's table.
 	FlowFlagStateless = 1 << 0
+	// FlowFlagOwned marks a flow its owner created (an Owned vserver).
+	FlowFlagOwned = 1 << 1
+	// FlowFlagClosing: a FIN or RST was seen; the flow is counted closed.
+	FlowFlagClosing = 1 << 2
+	// FlowFlagSNAT: the flow is source-NATed (USIP OFF).
+	FlowFlagSNAT = 1 << 3
+	// FlowFlagInstalled: installed by a takeover from the partner's mirror.
+	FlowFlagInstalled = 1 << 4
+	// FlowFlagMirror: the flow's vserver is mirrored (connFailover STATEFUL).
+	FlowFlagMirror = 1 << 5
 )
 
 // VServer is a vserver as the data plane sees it.
@@ -95,9 +119,19 @@ type VServer struct {
 	Method Method
 	Seed   uint32
 	Mode   Mode
-	// Stateless vservers are forwarded here. Others pass to the kernel for
-	// now (ReasonPassNotStateless): the stateful path is a later issue.
+	// Stateless vservers are forwarded from their table on any node.
 	Stateless bool
+	// Owned vservers (not Stateless) keep flow state at each flow's owner:
+	// the active member of the pair hashing.Owner picks for the client's
+	// (address, port); other nodes steer to it (SetPairs). A vserver that
+	// is neither passes to the kernel (ReasonPassNotStateless).
+	Owned bool
+	// Mirror (connFailover STATEFUL, Owned only) reports new and closed
+	// flows on the events ring (Events) for the partner's mirror.
+	Mirror bool
+	// SNAT (USIP OFF, Owned only) rewrites the source to the owner pair's
+	// SNIP and a port of its range (Pair.SNIP, Pair.SNATPorts).
+	SNAT bool
 }
 
 // Backend is a backend (a service's address and port) packets are sent to.
@@ -122,6 +156,10 @@ type Reverse struct {
 	VServerID uint32
 	// BackendID is the backend the service is, for counters.
 	BackendID uint32
+	// Stateful: the service is bound to Owned vservers (possibly several):
+	// its replies are rewritten from the owner's flow state, not from this
+	// entry's VIP (ReasonPassNoFlow without state).
+	Stateful bool
 }
 
 // htons converts a port to the network-order value the maps hold (the

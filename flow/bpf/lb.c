@@ -76,6 +76,20 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  * limit). Their pointer arguments may be NULL as far as it knows. */
 #define HANDLER __attribute__((noinline))
 
+/* barrier_var (bpf_helpers.h) keeps the compiler from dropping a bounds
+ * mask the verifier needs. */
+
+/* Handlers return an XDP verdict, or STEER_CODE: "steer this packet to the
+ * pair at index idx" (reply: a backend -> client packet), which dispatch
+ * carries out in steer(). Steering from inside the handlers would stack
+ * their frames on steer's beyond BPF's 512-byte limit. */
+#define STEER_FLAG 0x100
+/* handle_reverse: "a reply of an owned vserver", for handle_owned_reply. */
+#define OWNED_REPLY_FLAG 0x200
+#define OWNED_REPLY_CODE(vs_id) (OWNED_REPLY_FLAG | ((vs_id) << 16))
+#define STEER_CODE(idx, reply, vs_id) \
+	(STEER_FLAG | (((idx) & (MAX_PAIRS - 1)) << 1) | ((reply) ? 1 : 0) | ((vs_id) << 16))
+
 /* M, the number of slots of every Maglev table. Set by the loader. */
 volatile const __u32 table_size = 65537;
 
@@ -83,9 +97,18 @@ volatile const __u32 table_size = 65537;
  * the cache. Set by the loader. */
 volatile const __u64 fib_cache_ns = 1000000000ULL;
 
+/* The UDP port of Tandem's steering encapsulation, network order; 0
+ * disables steering and decapsulation. Set by the loader. */
+volatile const __u16 steer_port = 0;
+
+/* Seed of the owner key hash: hashing.OwnerSeed. */
+#define OWNER_SEED 0x6f776e72
+
 /* Not read by the program: puts the enums into BTF so bpf2go mirrors them. */
 volatile const enum reason reason_count = REASON_MAX;
 volatile const enum method method_unused = METHOD_SOURCEIP;
+volatile const enum event_type event_type_unused = EVENT_NEW;
+const struct flow_event *flow_event_unused __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -173,6 +196,65 @@ struct {
 	__type(value, struct be_stats);
 	__uint(max_entries, 4096);
 } backend_stats SEC(".maps");
+
+/* Stateful data path (see handle_owned). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct pair);
+	__uint(max_entries, MAX_PAIRS);
+} pairs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct self_cfg);
+	__uint(max_entries, 1);
+} self SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct flow_key);
+	__type(value, struct rflow);
+	__uint(max_entries, 65536);
+} rflows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct be_list);
+	__uint(max_entries, 64);
+} vs_lists SEC(".maps");
+
+/* ROUNDROBIN position per vserver, shared by all CPUs, atomically advanced. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 64);
+} rr_next SEC(".maps");
+
+/* SNAT port cursor per pair index. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, MAX_PAIRS);
+} snat_next SEC(".maps");
+
+/* LEASTCONNECTION: active owned flows per backend, +1 on create, -1 on the
+ * first FIN or RST; the control plane reconciles it with the flow table. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __s64);
+	__uint(max_entries, 4096);
+} be_conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
 
 /* A parsed packet. Offsets are from the start of the frame. */
 struct pkt {
@@ -771,6 +853,556 @@ HANDLER int handle_vserver(struct xdp_md *ctx, struct pkt *p, struct vserver *vs
 	return send(ctx, rc, &fp, vs_id, be_id, new_flow ? REASON_FWD_NEW : REASON_FWD_HIT);
 }
 
+
+/* ---- Stateful data path ------------------------------------------------
+ *
+ * Owned vservers (VS_F_OWNED: ROUNDROBIN, LEASTCONNECTION, or any method of a
+ * STATEFUL vserver) keep a flow entry that only the flow's owner makes. The
+ * owner is the pair hashing.Owner((client address, client port), live pairs)
+ * chooses, and within it the active member (PAIR_F_LOCAL on that node). Any
+ * other node steers the packet to the owner: client -> VIP packets by
+ * (source, sport), backend -> client replies by (destination, dport), the same
+ * key, so both directions meet at the owner whatever the routers' ECMP does.
+ *
+ * Steering is Tandem's own encapsulation (no kernel tunnel is needed):
+ *
+ *   Ethernet | outer IPv4 or IPv6 (own backplane -> owner's backplane
+ *   address, TTL 64, no options) | UDP (sport from the owner key hash,
+ *   dport steer_port, checksum 0) | tandem_hdr (8 bytes: version, flags,
+ *   reserved, pair id) | the original IP packet (VLAN tags are not carried)
+ *
+ * The overhead is 36 bytes over IPv4 and 56 over IPv6, on the backplane: give
+ * it an MTU that much larger than the front's, or the steered packets that do
+ * not fit are dropped (REASON_DROP_FRAG_NEEDED). The UDP checksum is 0 (RFC
+ * 6935 allows it for tunnels over IPv6): the receiver is Tandem's XDP, which
+ * checks the outer source is a cluster member (ADDR_F_MEMBER) and the
+ * header's version, strips it and handles the inner packet as its owner,
+ * never steering it again (REASON_STEER_LOOP counts those its own view would
+ * have sent elsewhere: the pairs maps of two nodes disagree for a moment
+ * during a takeover).
+ */
+
+/* owner_pair returns the live pair that owns the key (client address and
+ * port), the rendezvous choice of hashing.Owner, bit for bit; NULL when no
+ * pair is live (a node without pairs owns every flow itself). */
+static __always_inline struct pair *owner_pair(const struct self_cfg *sc, const __u32 *addr,
+					       __u8 family, __u16 port, __u32 *pidx)
+{
+	__u32 k = packet_hash(OWNER_SEED, addr, family == FAMILY_V6, bpf_ntohs(port), 1);
+	struct pair *best = NULL;
+	__u32 best_score = 0, i;
+
+	for (i = 0; i < MAX_PAIRS; i++) {
+		__u32 idx = i, score;
+		struct pair *pr;
+
+		if (i >= sc->npairs)
+			break;
+		pr = bpf_map_lookup_elem(&pairs, &idx);
+		if (!pr || !(pr->flags & PAIR_F_LIVE))
+			continue;
+		score = murmur_final(murmur_mix(k, pr->id), 4);
+		if (!best || score > best_score || (score == best_score && pr->id < best->id)) {
+			best = pr;
+			best_score = score;
+			*pidx = i;
+		}
+	}
+	return best;
+}
+
+static __always_inline __u16 ip_csum20(const __u16 *w)
+{
+	__u32 sum = 0;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < 10; i++)
+		sum += w[i];
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+/* steer encapsulates the IP packet of p towards pr's active member and
+ * redirects it (see the comment above). */
+HANDLER int steer(struct xdp_md *ctx, struct pkt *p, __u32 code)
+{
+	__u32 key = 0, inner_len, outer_len, hdr, why, pair_id;
+	__u32 pidx = (code >> 1) & (MAX_PAIRS - 1), vs_id = code >> 16;
+	int reply = code & 1;
+	struct pair *pr;
+	struct bpf_fib_lookup fp;
+	struct self_cfg *sc;
+	struct pkt op = {};
+	__u32 dst[4], src[4];
+	__u16 sport;
+	int rc, v6;
+
+	if (!p)
+		return XDP_ABORTED;
+	pr = bpf_map_lookup_elem(&pairs, &pidx);
+	sc = bpf_map_lookup_elem(&self, &key);
+	if (!pr || !sc || !sc->family || sc->family != pr->family || !steer_port)
+		return vs_verdict(vs_id, REASON_DROP_STEER_FAIL, XDP_DROP);
+	v6 = sc->family == FAMILY_V6;
+	__builtin_memcpy(src, sc->addr, 16);
+	__builtin_memcpy(dst, pr->addr, 16);
+	pair_id = pr->id;
+	inner_len = p->l3_end - p->l3;
+	outer_len = (v6 ? 40 : 20) + 8 + 8 + inner_len;
+	hdr = sizeof(struct ethhdr) + (v6 ? 40 : 20) + 8 + 8;
+	{
+		/* sport: entropy for the backplane's ECMP, from the owner key */
+		const __u32 *ka = reply ? p->dst : p->src;
+		__u16 kp = reply ? p->dport : p->sport;
+
+		sport = 0xc000 | (packet_hash(OWNER_SEED, ka, p->family == FAMILY_V6,
+					      bpf_ntohs(kp), 1) & 0x3fff);
+	}
+	op.family = sc->family;
+	op.l3 = 0;
+	op.l3_end = outer_len;
+	rc = fib(ctx, &op, IPPROTO_UDP, src, dst, bpf_htons(sport), steer_port, &fp,
+		 bpf_ktime_get_coarse_ns(), NULL);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		/* the kernel cannot forward a frame from our own address: the
+		 * mirroring connection over the backplane keeps the neighbour */
+		return vs_verdict(vs_id, REASON_DROP_STEER_FAIL, XDP_DROP);
+	why = fib_refused(rc);
+	if (why)
+		return vs_verdict(vs_id, why, XDP_DROP);
+	if (inner_len > 0xffff - 80)
+		return vs_verdict(vs_id, REASON_DROP_FRAG_NEEDED, XDP_DROP);
+	if (bpf_xdp_adjust_head(ctx, (int)p->l3 - (int)hdr))
+		return vs_verdict(vs_id, REASON_DROP_STEER_FAIL, XDP_DROP);
+	{
+		struct ethhdr *eth = ptr_at(ctx, 0, sizeof(*eth));
+
+		if (!eth)
+			return XDP_ABORTED;
+		__builtin_memcpy(eth->h_dest, fp.dmac, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, fp.smac, ETH_ALEN);
+		eth->h_proto = bpf_htons(v6 ? ETH_P_IPV6 : ETH_P_IP);
+	}
+	if (!v6) {
+		struct iphdr *ip = ptr_at(ctx, sizeof(struct ethhdr), sizeof(*ip));
+		struct iphdr h = {};
+
+		if (!ip)
+			return XDP_ABORTED;
+		h.version = 4;
+		h.ihl = 5;
+		h.tot_len = bpf_htons(outer_len);
+		h.ttl = 64;
+		h.protocol = IPPROTO_UDP;
+		h.saddr = src[0];
+		h.daddr = dst[0];
+		h.check = ip_csum20((__u16 *)&h);
+		*ip = h;
+	} else {
+		struct ipv6hdr *ip6 = ptr_at(ctx, sizeof(struct ethhdr), sizeof(*ip6));
+		struct ipv6hdr h = {};
+
+		if (!ip6)
+			return XDP_ABORTED;
+		h.version = 6;
+		h.payload_len = bpf_htons(outer_len - 40);
+		h.nexthdr = IPPROTO_UDP;
+		h.hop_limit = 64;
+		__builtin_memcpy(&h.saddr, src, 16);
+		__builtin_memcpy(&h.daddr, dst, 16);
+		*ip6 = h;
+	}
+	{
+		__u32 off = sizeof(struct ethhdr) + (v6 ? 40 : 20);
+		struct udphdr *uh = ptr_at(ctx, off, sizeof(*uh) + sizeof(struct tandem_hdr));
+		struct tandem_hdr *th;
+
+		if (!uh)
+			return XDP_ABORTED;
+		uh->source = bpf_htons(sport);
+		uh->dest = steer_port;
+		uh->len = bpf_htons(outer_len - (v6 ? 40 : 20));
+		uh->check = 0;
+		th = (struct tandem_hdr *)(uh + 1);
+		th->version = TANDEM_ENCAP_VERSION;
+		th->flags = reply ? TH_F_REPLY : 0;
+		th->rsvd = 0;
+		th->pair = bpf_htonl(pair_id);
+	}
+	vs_count(vs_id, REASON_FWD_STEER);
+	if (fp.ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(fp.ifindex, 0);
+}
+
+/* emit reports a new or closed owned flow to user space. */
+static __always_inline void emit(__u8 type, const struct flow_key *fk, const struct flow *f,
+				 __u64 now)
+{
+	struct flow_event ev = {};
+
+	ev.type = type;
+	ev.proto = fk->proto;
+	ev.family = fk->family;
+	ev.sport = fk->sport;
+	ev.dport = fk->dport;
+	__builtin_memcpy(ev.src, fk->src, 16);
+	__builtin_memcpy(ev.dst, fk->dst, 16);
+	ev.vs_id = f->vs_id;
+	ev.backend_id = f->backend_id;
+	__builtin_memcpy(ev.snat, f->snat, 16);
+	ev.snat_port = f->snat_port;
+	ev.flags = f->flags;
+	ev.owner = f->owner;
+	ev.ts_ns = now;
+	if (bpf_ringbuf_output(&events, &ev, sizeof(ev), 0))
+		count(REASON_EVENT_LOST);
+}
+
+static __always_inline void conns_add(__u32 be_id, __s64 d)
+{
+	__s64 *c = bpf_map_lookup_elem(&be_conns, &be_id);
+
+	if (c)
+		__sync_fetch_and_add(c, d);
+}
+
+/* pick_owned chooses the backend of a new owned flow. */
+static __always_inline __u32 pick_owned(const struct vserver *vs, const struct pkt *p,
+					__u32 *epoch)
+{
+	__u32 id = vs->id, n, start, i, best = 0;
+	__s64 best_conns = 0;
+	struct be_list *l;
+	__u32 *cur;
+
+	if (vs->method == METHOD_SOURCEIP || vs->method == METHOD_SOURCEIP_SOURCEPORT)
+		return pick(vs, p->src, p->family, p->sport, epoch);
+	l = bpf_map_lookup_elem(&vs_lists, &id);
+	cur = bpf_map_lookup_elem(&rr_next, &id);
+	if (!l || !cur)
+		return 0;
+	n = l->n;
+	if (n == 0 || n > MAX_LIST)
+		return 0;
+	start = __sync_fetch_and_add(cur, 1) % n;
+	if (vs->method == METHOD_ROUNDROBIN) {
+		i = start & (MAX_LIST - 1);
+		barrier_var(i);
+		i &= MAX_LIST - 1;
+		return l->ids[i];
+	}
+	/* LEASTCONNECTION: fewest active flows; ties go to the first from the
+	 * round-robin position, so equal backends share new flows in turn. */
+	for (i = 0; i < MAX_LIST; i++) {
+		__u32 j, be;
+		__s64 *c;
+
+		if (i >= n)
+			break;
+		j = start + i;
+		if (j >= n)
+			j -= n;
+		barrier_var(j);
+		j &= MAX_LIST - 1;
+		be = l->ids[j];
+		c = bpf_map_lookup_elem(&be_conns, &be);
+		if (!c || !lookup_backend(be))
+			continue;
+		if (!best || *c < best_conns) {
+			best = be;
+			best_conns = *c;
+		}
+	}
+	return best;
+}
+
+/* tcp_flags returns the TCP flags byte, 0 for UDP. */
+static __always_inline __u8 tcp_flags(struct xdp_md *ctx, const struct pkt *p)
+{
+	__u8 *fl;
+
+	if (p->proto != IPPROTO_TCP)
+		return 0;
+	fl = ptr_at(ctx, p->l4 + 13, 1);
+	return fl ? *fl : 0;
+}
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+
+/* mark_closing counts an owned flow closed on its first FIN or RST. */
+static __always_inline void mark_closing(struct flow *f, const struct flow_key *fk, __u8 mirror,
+					 __u64 now)
+{
+	if (f->flags & FLOW_F_CLOSING)
+		return;
+	f->flags |= FLOW_F_CLOSING;
+	conns_add(f->backend_id, -1);
+	if (mirror)
+		emit(EVENT_CLOSE, fk, f, now);
+}
+
+/* snat_alloc takes a free port of the pair's SNAT range for a flow to
+ * (backend, bport): the reply key (backend:bport -> SNIP:port) must be new
+ * in rflows. Returns the port (network order), 0 when none was free after a
+ * few tries. */
+static __always_inline __u16 snat_alloc(const struct pair *pr, __u32 pidx, const struct pkt *p,
+					const struct backend *be, __u16 bport, struct rflow *rf)
+{
+	__u32 span, *cur, i;
+	struct flow_key rk = {};
+
+	if (pr->snat_hi < pr->snat_lo || pr->snip_family != p->family)
+		return 0;
+	cur = bpf_map_lookup_elem(&snat_next, &pidx);
+	if (!cur)
+		return 0;
+	span = (__u32)pr->snat_hi - pr->snat_lo + 1;
+	__builtin_memcpy(rk.src, be->addr, 16);
+	__builtin_memcpy(rk.dst, pr->snip, 16);
+	rk.sport = bport;
+	rk.proto = p->proto;
+	rk.family = p->family;
+	for (i = 0; i < 8; i++) {
+		__u16 port = pr->snat_lo + (__sync_fetch_and_add(cur, 1) % span);
+
+		rk.dport = bpf_htons(port);
+		if (!bpf_map_update_elem(&rflows, &rk, rf, BPF_NOEXIST))
+			return rk.dport;
+	}
+	return 0;
+}
+
+/* handle_owned forwards client -> VIP packets of an owned vserver. */
+HANDLER int handle_owned(struct xdp_md *ctx, struct pkt *p, struct vserver *vs, int steered)
+{
+	__u32 vs_id, be_id = 0, epoch = 0, why, key = 0, pidx = 0;
+	struct bpf_fib_lookup fp;
+	struct backend *be = NULL;
+	struct flow_key fk = {};
+	struct self_cfg *sc;
+	struct pair *pr = NULL;
+	struct flow *f;
+	__u64 now;
+	int new_flow = 0, rc;
+	__u16 nport;
+	__u8 tf;
+
+	if (!p || !vs)
+		return XDP_ABORTED;
+	vs_id = vs->id;
+	if (vs->mode != MODE_NAT)
+		return vs_verdict(vs_id, REASON_DROP_UNSUPPORTED, XDP_DROP);
+	sc = bpf_map_lookup_elem(&self, &key);
+	if (sc && sc->npairs) {
+		pr = owner_pair(sc, p->src, p->family, p->sport, &pidx);
+		if (pr && !(pr->flags & PAIR_F_LOCAL)) {
+			if (!steered)
+				return STEER_CODE(pidx, 0, vs_id);
+			count(REASON_STEER_LOOP);
+		}
+	}
+	tf = tcp_flags(ctx, p);
+	now = bpf_ktime_get_coarse_ns();
+
+	__builtin_memcpy(fk.src, p->src, 16);
+	__builtin_memcpy(fk.dst, p->dst, 16);
+	fk.sport = p->sport;
+	fk.dport = p->dport;
+	fk.proto = p->proto;
+	fk.family = p->family;
+	f = bpf_map_lookup_elem(&flows, &fk);
+	if (f && f->vs_id == vs_id && (f->flags & FLOW_F_OWNED) &&
+	    !((f->flags & FLOW_F_CLOSING) && (tf & (TCP_SYN | TCP_ACK)) == TCP_SYN)) {
+		be_id = f->backend_id;
+		be = lookup_backend(be_id);
+		if (!be)
+			return vs_verdict(vs_id, REASON_DROP_NO_BACKEND, XDP_DROP);
+		if (tf & (TCP_FIN | TCP_RST))
+			mark_closing(f, &fk, (f->flags & FLOW_F_MIRROR) && (vs->flags & VS_F_MIRROR), now);
+		else if (now - f->seen_ns > 1000000000ULL)
+			f->seen_ns = now;
+	} else {
+		struct flow nf = {};
+
+		/* TCP: only a SYN opens a flow; anything else of an unknown
+		 * flow goes to the kernel (which answers with a RST, as it
+		 * would without Tandem), never to a fresh backend. */
+		if (p->proto == IPPROTO_TCP && (tf & (TCP_SYN | TCP_ACK | TCP_RST)) != TCP_SYN)
+			return vs_verdict(vs_id, REASON_PASS_NO_FLOW, XDP_PASS);
+		be_id = pick_owned(vs, p, &epoch);
+		be = lookup_backend(be_id);
+		if (!be || be->family != p->family)
+			return vs_verdict(vs_id, REASON_DROP_NO_BACKEND, XDP_DROP);
+		nport = be->port ? be->port : p->dport;
+		nf.backend_id = be_id;
+		nf.vs_id = vs_id;
+		nf.epoch = epoch;
+		nf.flags = FLOW_F_OWNED | ((vs->flags & VS_F_MIRROR) ? FLOW_F_MIRROR : 0);
+		nf.owner = pr ? pr->id : 0;
+		nf.created_ns = now;
+		nf.seen_ns = now;
+		{
+			struct rflow rf = {};
+			struct flow_key rk = {};
+
+			__builtin_memcpy(rf.client, p->src, 16);
+			__builtin_memcpy(rf.vip, p->dst, 16);
+			rf.client_port = p->sport;
+			rf.vport = p->dport;
+			rf.vs_id = vs_id;
+			rf.backend_id = be_id;
+			if (vs->flags & VS_F_SNAT) {
+				__u16 sp;
+
+				rf.flags = FLOW_F_SNAT;
+				if (!pr || !pr->snip_family)
+					return vs_verdict(vs_id, REASON_DROP_NO_SNAT, XDP_DROP);
+				sp = snat_alloc(pr, pidx & (MAX_PAIRS - 1), p, be, nport, &rf);
+				if (!sp)
+					return vs_verdict(vs_id, REASON_DROP_NO_SNAT, XDP_DROP);
+				nf.flags |= FLOW_F_SNAT;
+				__builtin_memcpy(nf.snat, pr->snip, 16);
+				nf.snat_port = sp;
+			} else {
+				__builtin_memcpy(rk.src, be->addr, 16);
+				__builtin_memcpy(rk.dst, p->src, 16);
+				rk.sport = nport;
+				rk.dport = p->sport;
+				rk.proto = p->proto;
+				rk.family = p->family;
+				bpf_map_update_elem(&rflows, &rk, &rf, BPF_ANY);
+			}
+		}
+		bpf_map_update_elem(&flows, &fk, &nf, BPF_ANY);
+		f = bpf_map_lookup_elem(&flows, &fk);
+		if (!f)
+			return vs_verdict(vs_id, REASON_DROP_NO_BACKEND, XDP_DROP);
+		conns_add(be_id, 1);
+		if (vs->flags & VS_F_MIRROR)
+			emit(EVENT_NEW, &fk, f, now);
+		new_flow = 1;
+	}
+	if (be->family != p->family)
+		return vs_verdict(vs_id, REASON_DROP_NO_BACKEND, XDP_DROP);
+	nport = be->port ? be->port : p->dport;
+	{
+		__u32 snat[4];
+		__u16 snat_port = 0;
+		int do_snat = f->flags & FLOW_F_SNAT;
+
+		__builtin_memcpy(snat, f->snat, 16);
+		snat_port = f->snat_port;
+		rc = fib(ctx, p, p->proto, do_snat ? snat : p->src, be->addr,
+			 do_snat ? snat_port : p->sport, nport, &fp, now,
+			 bpf_map_lookup_elem(&backend_fib, &be_id));
+		why = fib_refused(rc);
+		if (why)
+			return be_vs_verdict(vs_id, be_id, why, XDP_DROP);
+		if (rewrite(ctx, p, 0, be->addr, nport))
+			return XDP_ABORTED;
+		if (do_snat) {
+			struct pkt q = *p;
+
+			/* the destination is rewritten: its checksum delta
+			 * is in the headers already, so the second rewrite
+			 * starts from the new ones */
+			__builtin_memcpy(q.dst, be->addr, 16);
+			q.dport = nport;
+			if (rewrite(ctx, &q, 1, snat, snat_port))
+				return XDP_ABORTED;
+		}
+	}
+	vs_add(vs_id, ctx->data_end - ctx->data, new_flow, 0);
+	be_add(be_id, ctx->data_end - ctx->data, new_flow, 0);
+	return send(ctx, rc, &fp, vs_id, be_id, new_flow ? REASON_FWD_NEW : REASON_FWD_HIT);
+}
+
+/* handle_owned_reply rewrites backend -> client replies of owned flows back
+ * to VIP:vport (and, after source NAT, to the client) from rflows. A reply
+ * without entry at a node that does not own its flow is steered to the
+ * owner by (destination, dport); replies to a SNIP are routed to the pair's
+ * active member by BGP and never steered. */
+HANDLER int handle_owned_reply(struct xdp_md *ctx, struct pkt *p, __u32 vs_hint, int steered)
+{
+	struct bpf_fib_lookup fp;
+	struct flow_key rk = {};
+	struct rflow *rf;
+	__u32 why, key = 0, vs_id, be_id;
+	__u32 client[4], vip[4];
+	__u16 cport, vport;
+	int rc, snat;
+	__u8 tf;
+
+	if (!p)
+		return XDP_ABORTED;
+	__builtin_memcpy(rk.src, p->src, 16);
+	__builtin_memcpy(rk.dst, p->dst, 16);
+	rk.sport = p->sport;
+	rk.dport = p->dport;
+	rk.proto = p->proto;
+	rk.family = p->family;
+	rf = bpf_map_lookup_elem(&rflows, &rk);
+	if (!rf) {
+		struct self_cfg *sc;
+		struct pair *pr;
+
+		if (addr_flags(p->dst, p->family) & ADDR_F_SNIP)
+			return vs_verdict(vs_hint, REASON_PASS_NO_FLOW, XDP_PASS);
+		sc = bpf_map_lookup_elem(&self, &key);
+		if (!steered && sc && sc->npairs) {
+			pr = owner_pair(sc, p->dst, p->family, p->dport, &key);
+			if (pr && !(pr->flags & PAIR_F_LOCAL))
+				return STEER_CODE(key, 1, vs_hint);
+		}
+		return vs_verdict(vs_hint, REASON_PASS_NO_FLOW, XDP_PASS);
+	}
+	vs_id = rf->vs_id;
+	be_id = rf->backend_id;
+	snat = rf->flags & FLOW_F_SNAT;
+	__builtin_memcpy(client, rf->client, 16);
+	__builtin_memcpy(vip, rf->vip, 16);
+	cport = rf->client_port;
+	vport = rf->vport;
+	tf = tcp_flags(ctx, p);
+	if (tf & (TCP_FIN | TCP_RST)) {
+		struct flow_key fk = {};
+		struct flow *f;
+
+		__builtin_memcpy(fk.src, client, 16);
+		__builtin_memcpy(fk.dst, vip, 16);
+		fk.sport = cport;
+		fk.dport = vport;
+		fk.proto = p->proto;
+		fk.family = p->family;
+		f = bpf_map_lookup_elem(&flows, &fk);
+		if (f && (f->flags & FLOW_F_OWNED))
+			mark_closing(f, &fk, f->flags & FLOW_F_MIRROR, bpf_ktime_get_coarse_ns());
+	}
+	rc = fib(ctx, p, p->proto, vip, client, vport, cport, &fp, bpf_ktime_get_coarse_ns(), NULL);
+	why = fib_refused(rc);
+	if (why)
+		return be_vs_verdict(vs_id, be_id, why, XDP_DROP);
+	if (rewrite(ctx, p, 1, vip, vport))
+		return XDP_ABORTED;
+	if (snat) {
+		struct pkt q = *p;
+
+		__builtin_memcpy(q.src, vip, 16);
+		q.sport = vport;
+		if (rewrite(ctx, &q, 0, client, cport))
+			return XDP_ABORTED;
+	}
+	vs_add(vs_id, ctx->data_end - ctx->data, 0, 1);
+	be_add(be_id, ctx->data_end - ctx->data, 0, 1);
+	return send(ctx, rc, &fp, vs_id, be_id, REASON_FWD_REVERSE);
+}
+
 /* handle_reverse_fragment: fragments from a service are rewritten only when
  * the service's reverse entry is for any port and its vserver is on port
  * "*": then the source address alone changes and every fragment can be
@@ -866,6 +1498,8 @@ HANDLER int handle_reverse(struct xdp_md *ctx, struct pkt *p)
 	r = lookup_reverse(p->src, p->sport, p->proto, p->family);
 	if (!r || r->family != p->family)
 		return pass(REASON_PASS_NOT_OURS);
+	if (r->flags & REV_F_STATEFUL)
+		return OWNED_REPLY_CODE(r->vs_id);
 	nport = r->vport ? r->vport : p->sport;
 	rc = fib(ctx, p, p->proto, r->vip, p->dst, nport, p->dport, &fp, bpf_ktime_get_coarse_ns(), NULL);
 	why = fib_refused(rc);
@@ -1120,11 +1754,116 @@ HANDLER int handle_icmp(struct xdp_md *ctx, struct pkt *p)
 	}
 }
 
+static __always_inline int dispatch1(struct xdp_md *ctx, struct pkt *p, int steered)
+{
+	struct vserver *vs;
+
+	if ((p->proto == IPPROTO_ICMP && p->family == FAMILY_V4) ||
+	    (p->proto == IPPROTO_ICMPV6 && p->family == FAMILY_V6))
+		return handle_icmp(ctx, p);
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
+		return pass(is_vip(p) ? REASON_PASS_VIP_NO_VSERVER : REASON_PASS_NOT_OURS);
+	if (p->frag)
+		return is_vip(p) ? handle_fragment(ctx, p) : handle_reverse_fragment(ctx, p);
+
+	vs = lookup_vserver(p->dst, p->dport, p->proto, p->family, 0);
+	if (!vs) {
+		if (!is_vip(p)) {
+			int rc = handle_reverse(ctx, p);
+
+			if (rc & OWNED_REPLY_FLAG)
+				return handle_owned_reply(ctx, p, (__u32)rc >> 16, steered);
+			return rc;
+		}
+		if (p->dport != 0)
+			vs = lookup_vserver(p->dst, 0, p->proto, p->family, 0);
+		if (!vs)
+			return pass(REASON_PASS_VIP_NO_VSERVER);
+	}
+	{
+		struct vserver v = *vs;
+
+		if ((v.flags & (VS_F_STATELESS | VS_F_OWNED)) == VS_F_OWNED)
+			return handle_owned(ctx, p, &v, steered);
+		return handle_vserver(ctx, p, &v);
+	}
+}
+
+/* dispatch sends a parsed packet to its handler. steered: it came
+ * encapsulated from another node, which found this node its owner. */
+static __always_inline int dispatch(struct xdp_md *ctx, struct pkt *p, int steered)
+{
+	int rc = dispatch1(ctx, p, steered);
+
+	if (rc & STEER_FLAG)
+		return steer(ctx, p, rc);
+	return rc;
+}
+
+#define DECAP_NOT_OURS -1
+#define DECAP_DONE -2
+
+/* handle_decap takes a steered packet (UDP to steer_port at this node's
+ * backplane address) from a cluster member, strips the encapsulation and
+ * handles the inner packet as its owner. DECAP_NOT_OURS: not for this node's
+ * backplane address, an ordinary UDP packet. DECAP_DONE: the frame is now
+ * the inner packet, to be parsed and dispatched as steered. */
+HANDLER int handle_decap(struct xdp_md *ctx, struct pkt *p)
+{
+	__u32 key = 0, inner;
+	struct self_cfg *sc;
+	__u8 dmac[ETH_ALEN], smac[ETH_ALEN];
+	__u8 *v;
+	int st;
+
+	if (!p)
+		return XDP_ABORTED;
+	sc = bpf_map_lookup_elem(&self, &key);
+	if (!sc || sc->family != p->family || sc->addr[0] != p->dst[0] || sc->addr[1] != p->dst[1] ||
+	    sc->addr[2] != p->dst[2] || sc->addr[3] != p->dst[3])
+		return DECAP_NOT_OURS;
+	if (!(addr_flags(p->src, p->family) & ADDR_F_MEMBER))
+		return drop(REASON_DROP_STEER_PEER);
+	{
+		struct tandem_hdr *th = ptr_at(ctx, p->l4 + 8, sizeof(*th));
+
+		if (!th || p->l4 + 8 + sizeof(*th) > p->l3_end || th->version != TANDEM_ENCAP_VERSION)
+			return drop(REASON_DROP_STEER_BAD);
+	}
+	inner = p->l4 + 8 + sizeof(struct tandem_hdr);
+	v = ptr_at(ctx, inner, 1);
+	if (!v || inner >= p->l3_end)
+		return drop(REASON_DROP_STEER_BAD);
+	{
+		struct ethhdr *eth = ptr_at(ctx, 0, sizeof(*eth));
+
+		if (!eth)
+			return XDP_ABORTED;
+		__builtin_memcpy(dmac, eth->h_dest, ETH_ALEN);
+		__builtin_memcpy(smac, eth->h_source, ETH_ALEN);
+	}
+	st = *v >> 4;
+	if (st != 4 && st != 6)
+		return drop(REASON_DROP_STEER_BAD);
+	if (inner < sizeof(struct ethhdr) ||
+	    bpf_xdp_adjust_head(ctx, (int)(inner - sizeof(struct ethhdr))))
+		return drop(REASON_DROP_STEER_BAD);
+	{
+		struct ethhdr *eth = ptr_at(ctx, 0, sizeof(*eth));
+
+		if (!eth)
+			return XDP_ABORTED;
+		__builtin_memcpy(eth->h_dest, dmac, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, smac, ETH_ALEN);
+		eth->h_proto = bpf_htons(st == 4 ? ETH_P_IP : ETH_P_IPV6);
+	}
+	return DECAP_DONE;
+}
+
 SEC("xdp")
 int xdp_lb(struct xdp_md *ctx)
 {
 	struct pkt p = {};
-	struct vserver *vs;
 	int st = parse(ctx, &p);
 
 	switch (st) {
@@ -1142,28 +1881,18 @@ int xdp_lb(struct xdp_md *ctx)
 		return is_vip(&p) ? drop(REASON_DROP_BAD_L4) : pass(REASON_PASS_BAD_L4);
 	}
 
-	if ((p.proto == IPPROTO_ICMP && p.family == FAMILY_V4) ||
-	    (p.proto == IPPROTO_ICMPV6 && p.family == FAMILY_V6))
-		return handle_icmp(ctx, &p);
-	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
-		return pass(is_vip(&p) ? REASON_PASS_VIP_NO_VSERVER : REASON_PASS_NOT_OURS);
-	if (p.frag)
-		return is_vip(&p) ? handle_fragment(ctx, &p) : handle_reverse_fragment(ctx, &p);
-
-	vs = lookup_vserver(p.dst, p.dport, p.proto, p.family, 0);
-	if (!vs) {
-		if (!is_vip(&p))
-			return handle_reverse(ctx, &p);
-		if (p.dport != 0)
-			vs = lookup_vserver(p.dst, 0, p.proto, p.family, 0);
-		if (!vs)
-			return pass(REASON_PASS_VIP_NO_VSERVER);
+	if (steer_port && p.proto == IPPROTO_UDP && p.dport == steer_port && !p.frag) {
+		st = handle_decap(ctx, &p);
+		if (st == DECAP_DONE) {
+			__builtin_memset(&p, 0, sizeof(p));
+			if (parse(ctx, &p) != P_OK)
+				return drop(REASON_DROP_STEER_BAD);
+			return dispatch(ctx, &p, 1);
+		}
+		if (st != DECAP_NOT_OURS)
+			return st;
 	}
-	{
-		struct vserver v = *vs;
-
-		return handle_vserver(ctx, &p, &v);
-	}
+	return dispatch(ctx, &p, 0);
 }
 
 /* xdp_pass is the benchmark baseline, and what veth peers in tests attach to

@@ -14,6 +14,8 @@
 enum method {
 	METHOD_SOURCEIP = 1,	     /* SOURCEIPHASH (or SOURCEIP persistence) */
 	METHOD_SOURCEIP_SOURCEPORT = 2, /* SRCIPSRCPORTHASH */
+	METHOD_ROUNDROBIN = 3,	     /* owned vservers only: vs_lists + rr_next */
+	METHOD_LEASTCONN = 4,	     /* owned vservers only: vs_lists + be_conns */
 };
 
 /* vserver.mode */
@@ -25,6 +27,20 @@ enum fwd_mode {
 /* vserver.flags */
 enum vserver_flags {
 	VS_F_STATELESS = 1 << 0,
+	/* Flows are owned by a pair (rendezvous over live pairs) and steered to
+	 * its active member; the owner creates the entry on the first packet. */
+	VS_F_OWNED = 1 << 1,
+	/* connFailover STATEFUL: new and closed flows go to the events ring. */
+	VS_F_MIRROR = 1 << 2,
+	/* USIP OFF: source NAT to the owner pair's SNIP and a port of its range. */
+	VS_F_SNAT = 1 << 3,
+};
+
+/* rev.flags */
+enum rev_flags {
+	/* The service is bound to owned vservers: replies need the flow state
+	 * (rflows), found at the flow's owner. */
+	REV_F_STATEFUL = 1 << 0,
 };
 
 /* backend.flags */
@@ -40,11 +56,27 @@ enum addr_flags {
 	 * probes, the operator's own connections) are the node's, not a
 	 * client's, and must reach its stack untouched. */
 	ADDR_F_LOCAL = 1 << 2,
+	/* A cluster member's backplane address: steered packets are accepted
+	 * only from these. */
+	ADDR_F_MEMBER = 1 << 3,
+	/* A pair's SNIP: replies to it are found in rflows, never steered. */
+	ADDR_F_SNIP = 1 << 4,
 };
 
-/* flow.flags: reserved for stateful flows (owned, steered, closing...). */
+/* pair.flags */
+enum pair_flags {
+	PAIR_F_LIVE = 1 << 0,  /* a candidate of the rendezvous choice */
+	PAIR_F_LOCAL = 1 << 1, /* this node is the pair's active member */
+};
+
+/* flow.flags */
 enum flow_flags {
 	FLOW_F_STATELESS = 1 << 0,
+	FLOW_F_OWNED = 1 << 1,	   /* created by its owner (owned vserver) */
+	FLOW_F_CLOSING = 1 << 2,   /* FIN or RST seen: counted closed, event sent */
+	FLOW_F_SNAT = 1 << 3,	   /* source NAT to snat:snat_port */
+	FLOW_F_INSTALLED = 1 << 4, /* installed by a takeover from the partner's mirror */
+	FLOW_F_MIRROR = 1 << 5,	   /* of a mirrored vserver: its close is reported */
 };
 
 /* Why a packet got its verdict. Counted globally and per vserver. */
@@ -74,6 +106,15 @@ enum reason {
 	REASON_DROP_FIB,	 /* fib lookup failed (no route, blackhole, forwarding off) */
 	REASON_DROP_FRAG_NEEDED, /* rewritten packet larger than the egress MTU */
 	REASON_DROP_UNSUPPORTED, /* DSR mode (reserved) */
+	REASON_FWD_STEER,	 /* owned flow of another pair: encapsulated to its active member */
+	REASON_PASS_NO_FLOW,	 /* owner, TCP non-SYN miss (or reply without flow): not given a backend */
+	REASON_DROP_STEER_PEER,	 /* steered packet from an address that is no cluster member */
+	REASON_DROP_STEER_BAD,	 /* steered packet with a bad Tandem header or inner packet */
+	REASON_DROP_STEER_FAIL,	 /* cannot steer: no backplane config, family mismatch, no neighbour */
+	REASON_DROP_NO_SNAT,	 /* USIP OFF: no SNIP for the owner pair, or no free port */
+	/* Not verdicts: notes counted beside the packet's verdict. */
+	REASON_STEER_LOOP,	 /* steered packet whose owner is another node here: kept, not re-steered */
+	REASON_EVENT_LOST,	 /* the events ring was full: the refresh will carry the flow */
 	REASON_MAX,
 };
 
@@ -116,7 +157,7 @@ struct rev {
 	__u32 vip[4];
 	__u16 vport; /* 0: keep the packet's source port */
 	__u8 family;
-	__u8 pad;
+	__u8 flags; /* REV_F_* */
 	__u32 vs_id;
 	__u32 backend_id;
 };
@@ -135,10 +176,93 @@ struct flow {
 	__u32 backend_id;
 	__u32 vs_id;
 	__u32 epoch;	  /* table epoch the backend was taken from */
-	__u16 flags;	  /* FLOW_F_*; stateful bits reserved */
-	__u16 owner;	  /* reserved: owning pair for stateful flows */
+	__u16 flags;	  /* FLOW_F_* */
+	__u16 owner;	  /* owning pair id (owned flows) */
 	__u64 created_ns; /* bpf_ktime_get_coarse_ns at creation */
 	__u64 seen_ns;	  /* refreshed at most once a second */
+	__u32 snat[4];	  /* FLOW_F_SNAT: the source the backend sees */
+	__u16 snat_port;  /* network order */
+	__u16 pad;
+};
+
+/* Owned flows seen from the backend: the key is the reply's 5-tuple
+ * (backend -> client, or backend -> SNIP:port), the value what the reply is
+ * rewritten to. */
+struct rflow {
+	__u32 client[4]; /* destination of the rewritten reply */
+	__u32 vip[4];	 /* its source */
+	__u16 client_port;
+	__u16 vport;
+	__u32 vs_id;
+	__u32 backend_id;
+	__u16 flags; /* FLOW_F_SNAT when the destination changes too */
+	__u16 pad;
+};
+
+/* A pair as the data plane steers to it. Written by the control plane from
+ * membership; entries [0, self.npairs) are candidates. */
+struct pair {
+	__u32 id;	 /* pair id (hashing.Owner candidates) */
+	__u32 addr[4];	 /* active member's backplane address */
+	__u32 snip[4];	 /* the pair's SNIP (USIP OFF), zero if none */
+	__u16 snat_lo;	 /* SNAT port range, host order, inclusive */
+	__u16 snat_hi;
+	__u8 flags;	 /* PAIR_F_* */
+	__u8 family;	 /* family of addr */
+	__u8 snip_family;
+	__u8 pad;
+};
+
+/* This node's steering configuration (one entry). */
+struct self_cfg {
+	__u32 npairs;  /* pairs in use */
+	__u32 addr[4]; /* own backplane address: outer source, decap destination */
+	__u8 family;   /* 0: steering not configured */
+	__u8 pad[3];
+};
+
+/* The Tandem encapsulation header, after the outer UDP header. */
+struct tandem_hdr {
+	__u8 version; /* TANDEM_ENCAP_VERSION */
+	__u8 flags;   /* TH_F_REPLY: a backend -> client packet */
+	__u16 rsvd;
+	__u32 pair; /* owner pair id, network order */
+};
+
+#define TANDEM_ENCAP_VERSION 1
+#define TH_F_REPLY 1
+
+/* Ring-buffer event of an owned, mirrored flow. */
+enum event_type {
+	EVENT_NEW = 1,
+	EVENT_CLOSE = 2,
+};
+
+struct flow_event {
+	__u8 type; /* EVENT_* */
+	__u8 proto;
+	__u8 family;
+	__u8 pad;
+	__u16 sport; /* client port, network order */
+	__u16 dport; /* VIP port */
+	__u32 src[4]; /* client */
+	__u32 dst[4]; /* VIP */
+	__u32 vs_id;
+	__u32 backend_id;
+	__u32 snat[4];
+	__u16 snat_port;
+	__u16 flags;
+	__u32 owner;
+	__u64 ts_ns;
+};
+
+#define MAX_PAIRS 16
+#define MAX_LIST 64
+
+/* vs_lists value: the backends of a ROUNDROBIN / LEASTCONNECTION vserver. */
+struct be_list {
+	__u32 n;
+	__u32 ids[MAX_LIST];
 };
 
 /* fib_cache: bpf_fib_lookup results (SUCCESS only), per CPU. */
