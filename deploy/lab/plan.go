@@ -99,6 +99,34 @@ func (p *planner) route(ns string, dst string, gw netip.Addr) {
 	p.add(fmt.Sprintf("route %s: %s via %s", ns, dst, gw), nil, cmd)
 }
 
+// guardTable is the nftables table of a node's guard.
+const guardTable = "tandem_guard"
+
+// guard keeps a node's own stack out of the data path when tandemd runs
+// there: TCP and UDP to a VIP that reach the stack (tandemd's XDP program
+// is gone: the daemon was SIGKILLed or is restarting, and the routers have
+// not withdrawn it yet) are dropped rather than answered with a reset or a
+// port unreachable that would end the client's flow; and backends' replies
+// to the clients are never forwarded un-rewritten. Dropped packets are
+// retransmitted, and reach a live node once the routers have withdrawn
+// this one.
+func (p *planner) guard(ns string, c4, c6 netip.Prefix) {
+	rules := fmt.Sprintf(`table inet %s {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    ip daddr %s meta l4proto { tcp, udp } drop
+    ip6 daddr %s meta l4proto { tcp, udp } drop
+  }
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    iifname %q ip daddr %s drop
+    iifname %q ip6 daddr %s drop
+  }
+}`, guardTable, VIPRange4, VIPRange6, NodeIfBack, c4, NodeIfBack, c6)
+	p.add("guard of "+ns+": its stack never answers for a VIP", nsExec(ns, "nft", "list", "table", "inet", guardTable),
+		nsExec(ns, "nft", rules))
+}
+
 // Plan lists the steps that build the lab's namespaces, links, addresses
 // and routes (processes are started separately).
 func (c Config) Plan() []Step {
@@ -169,6 +197,9 @@ func (c Config) Plan() []Step {
 		p.route(n, "default", rf.V6)
 		p.route(n, prefix4(subnetBackends).String(), rb.V4)
 		p.route(n, prefix6(subnetBackends).String(), rb.V6)
+		if c.Tandemd != "" {
+			p.guard(n, c4, c6)
+		}
 	}
 
 	for j := 1; j <= c.Backends; j++ {

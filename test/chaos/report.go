@@ -1,0 +1,150 @@
+package chaos
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tandem-lb/tandem/test/traffic"
+)
+
+// Row aggregates the flows of one vserver mode, IP family and protocol.
+type Row struct {
+	Mode, Family, Proto string
+	Flows, Kept         int
+	Broken, Corrupt     int
+	Moved               int
+	// MaxStall is the longest stall of a kept flow.
+	MaxStall time.Duration
+	// RoundTrips counts verified request/reply pairs.
+	RoundTrips int
+	// Carriers counts flows by the node that carried them at the end.
+	Carriers map[string]int
+}
+
+// Rows aggregates the result's flows per mode, family and protocol, in
+// the order of the targets' modes, then IPv4 before IPv6, TCP before UDP.
+func (r *Result) Rows() []Row {
+	if r.Report == nil {
+		return nil
+	}
+	modes := map[string]int{}
+	for _, t := range r.Report.Targets {
+		if _, ok := modes[t.Mode]; !ok {
+			modes[t.Mode] = len(modes)
+		}
+	}
+	by := map[[3]string]*Row{}
+	for _, f := range r.Report.Results {
+		fam := "IPv6"
+		if f.Dst.Addr().Unmap().Is4() {
+			fam = "IPv4"
+		}
+		k := [3]string{f.Mode, fam, strings.ToUpper(f.Proto)}
+		row, ok := by[k]
+		if !ok {
+			row = &Row{Mode: k[0], Family: k[1], Proto: k[2], Carriers: map[string]int{}}
+			by[k] = row
+		}
+		row.Flows++
+		switch f.Outcome {
+		case traffic.Kept:
+			row.Kept++
+			row.MaxStall = max(row.MaxStall, f.MaxStall)
+		case traffic.Corrupt:
+			row.Corrupt++
+		default:
+			row.Broken++
+		}
+		if f.Moved {
+			row.Moved++
+		}
+		row.RoundTrips += f.RoundTrips
+		end := f.CarrierEnd
+		if end == "" {
+			end = "?"
+		}
+		row.Carriers[end]++
+	}
+	out := make([]Row, 0, len(by))
+	for _, row := range by {
+		out = append(out, *row)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Mode != b.Mode {
+			return modes[a.Mode] < modes[b.Mode]
+		}
+		if a.Family != b.Family {
+			return a.Family < b.Family
+		}
+		return a.Proto < b.Proto
+	})
+	return out
+}
+
+// Lines are the result's lines for scripts, one per vserver mode:
+//
+//	chaos scenario=kill9 mode=stateless flows=300 kept=300 broken=0 corrupt=0 moved=37 max_stall_ms=1200
+func (r *Result) Lines() []string {
+	if r.Report == nil {
+		return nil
+	}
+	var out []string
+	for _, s := range r.Report.Summaries() {
+		out = append(out, s.Line(string(r.Scenario)))
+	}
+	return out
+}
+
+// Table renders the result for people: the timeline, one row per mode,
+// family and protocol, and the flows that were not kept (at most 10).
+func (r *Result) Table() string {
+	var b strings.Builder
+	victim := r.Victim
+	if victim == "" {
+		victim = "every node in turn"
+	}
+	fmt.Fprintf(&b, "== scenario %s on %s (%v)\n", r.Scenario, victim, r.Took.Round(100*time.Millisecond))
+	for _, e := range r.Events {
+		fmt.Fprintf(&b, "  %7.2fs  %s\n", e.At.Seconds(), e.What)
+	}
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MODE\tFAMILY\tPROTO\tFLOWS\tKEPT\tBROKEN\tCORRUPT\tMOVED\tMAX STALL\tROUND TRIPS\tCARRIED AT END BY")
+	for _, row := range r.Rows() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%v\t%d\t%s\n", row.Mode, row.Family, row.Proto,
+			row.Flows, row.Kept, row.Broken, row.Corrupt, row.Moved, row.MaxStall.Round(time.Millisecond), row.RoundTrips, counts(row.Carriers))
+	}
+	tw.Flush()
+	if r.Report != nil {
+		shown := 0
+		for _, f := range r.Report.Results {
+			if f.Outcome == traffic.Kept {
+				continue
+			}
+			if shown == 10 {
+				fmt.Fprintln(&b, "  ...")
+				break
+			}
+			shown++
+			fmt.Fprintf(&b, "  not kept: %s %v backend=%s %s (%s) after %d round trips: %s\n",
+				f.Mode, f.FlowKey, f.Backend, f.Outcome, f.Reason, f.RoundTrips, f.Err)
+		}
+	}
+	return b.String()
+}
+
+func counts(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s:%d", k, m[k]))
+	}
+	return strings.Join(parts, " ")
+}
