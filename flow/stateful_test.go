@@ -460,7 +460,7 @@ func TestOwnerAgreement(t *testing.T) {
 		switch v {
 		case xdpPass: // kept: a non-SYN miss at the owner
 		case xdpRedirect:
-			got = byAddr[netip.AddrFrom4([4]byte(out[14+16 : 14+20]))]
+			got = byAddr[netip.AddrFrom4([4]byte(out[14+16:14+20]))]
 			if p := binary.BigEndian.Uint32(out[14+20+8+4:]); p != got {
 				t.Fatalf("client %v: header names pair %d, sent to %d's address", client, p, got)
 			}
