@@ -80,6 +80,10 @@ template bgp node {
 	passive on;
 	hold time {{.HoldTime}};
 	keepalive time {{.Keepalive}};
+	# After an error (a frozen node's hold time expiring) take the node
+	# back within a second of its return, not BIRD's default 60 s.
+	error wait time 1, 10;
+	error forget time 10;
 }
 {{range .Peers}}
 protocol bgp {{.Name}} from node {
