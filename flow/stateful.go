@@ -441,11 +441,19 @@ func (d *Datapath) InstallFlows(entries []standby.Entry, owner uint32) (int, err
 	if len(keys) == 0 {
 		return 0, nil
 	}
-	if _, err := d.objs.Rflows.BatchUpdate(rkeys, rvals, nil); err != nil {
+	// The two maps are written in parallel: the kernel's LRU updates are
+	// most of a takeover's time.
+	rerr := make(chan error, 1)
+	go func() {
+		_, err := d.objs.Rflows.BatchUpdate(rkeys, rvals, nil)
+		rerr <- err
+	}()
+	_, ferr := d.objs.Flows.BatchUpdate(keys, vals, nil)
+	if err := <-rerr; err != nil {
 		return 0, fmt.Errorf("installing %d reply entries: %w", len(rkeys), err)
 	}
-	if _, err := d.objs.Flows.BatchUpdate(keys, vals, nil); err != nil {
-		return 0, fmt.Errorf("installing %d flows: %w", len(keys), err)
+	if ferr != nil {
+		return 0, fmt.Errorf("installing %d flows: %w", len(keys), ferr)
 	}
 	for id, n := range conns {
 		var c int64
