@@ -374,8 +374,11 @@ func (l *Lab) Status(ctx context.Context) (Status, error) {
 		}
 	}
 	for _, p := range l.cfg.procs() {
-		pid, _ := l.cfg.readPid(p.name)
-		st.Processes[p.name] = pid
+		if pid, ok := l.cfg.readPid(p.name); ok {
+			st.Processes[p.name] = pid
+		} else {
+			st.Processes[p.name] = 0
+		}
 	}
 	c4, c6 := ClientPrefixes()
 	for role, dsts := range map[string][]string{
@@ -486,6 +489,8 @@ func (l *Lab) pidFromFile(name string) int {
 
 // Pid returns the pid of one of the lab's processes, 0 when not running.
 func (l *Lab) Pid(name string) int {
-	pid, _ := l.cfg.readPid(name)
-	return pid
+	if pid, ok := l.cfg.readPid(name); ok {
+		return pid
+	}
+	return 0
 }
