@@ -119,7 +119,7 @@ type Flow struct {
 	// Epoch is the epoch of the table the backend was taken from.
 	Epoch uint32
 	Flags uint16 // FlowFlag*
-	Owner uint16 // reserved for stateful flows
+	Owner uint32 // owning pair of an owned flow (0: no pairs were set)
 	// Created and Seen are CLOCK_MONOTONIC (coarse) times since boot; Seen is
 	// refreshed at most once a second.
 	Created, Seen time.Duration

@@ -77,12 +77,11 @@ type lbFlow struct {
 	VsId      uint32
 	Epoch     uint32
 	Flags     uint16
-	Owner     uint16
+	SnatPort  uint16
 	CreatedNs uint64
 	SeenNs    uint64
 	Snat      [4]uint32
-	SnatPort  uint16
-	Pad       uint16
+	Owner     uint32
 	_         [4]byte
 }
 

@@ -129,9 +129,6 @@ func (d *Datapath) SetPairs(pairs []Pair) error {
 			return fmt.Errorf("%w: pair %d listed twice", ErrInvalidArgument, p.ID)
 		}
 		ids[p.ID] = true
-		if p.ID > 0xffff {
-			return fmt.Errorf("%w: pair id %d: flows record pair ids in 16 bits", ErrInvalidArgument, p.ID)
-		}
 		v := lbPair{Id: p.ID}
 		if p.Live {
 			v.Flags |= pairFlagLive
@@ -413,7 +410,7 @@ func (d *Datapath) InstallFlows(entries []standby.Entry, owner uint32) (int, err
 		v := lbFlow{
 			BackendId: beID, VsId: e.VServerID,
 			Flags:     (e.Flags | FlowFlagOwned | FlowFlagInstalled) &^ (FlowFlagClosing | FlowFlagStateless),
-			Owner:     uint16(owner),
+			Owner:     owner,
 			CreatedNs: mono, SeenNs: mono,
 		}
 		if vs.Mirror {

@@ -425,7 +425,7 @@ func TestOwnerAgreement(t *testing.T) {
 		{ID: 5, Live: true, Active: ip("10.1.0.22")},
 		{ID: 7, Live: false, Active: ip("10.1.0.23")},
 		{ID: 9, Live: true, Active: ip("10.1.0.24")},
-		{ID: 1000, Live: true, Active: ip("10.1.0.25")},
+		{ID: 1<<31 + 3, Live: true, Active: ip("10.1.0.25")}, // automatic pair ids are above 2^31
 	}
 	e.must(e.dp.SetPairs(pairs))
 	byAddr := map[netip.Addr]uint32{}

@@ -177,12 +177,11 @@ struct flow {
 	__u32 vs_id;
 	__u32 epoch;	  /* table epoch the backend was taken from */
 	__u16 flags;	  /* FLOW_F_* */
-	__u16 owner;	  /* owning pair id (owned flows) */
+	__u16 snat_port;  /* FLOW_F_SNAT: source port the backend sees, network order */
 	__u64 created_ns; /* bpf_ktime_get_coarse_ns at creation */
 	__u64 seen_ns;	  /* refreshed at most once a second */
-	__u32 snat[4];	  /* FLOW_F_SNAT: the source the backend sees */
-	__u16 snat_port;  /* network order */
-	__u16 pad;
+	__u32 snat[4];	  /* FLOW_F_SNAT: the source address the backend sees */
+	__u32 owner;	  /* owning pair id (owned flows) */
 };
 
 /* Owned flows seen from the backend: the key is the reply's 5-tuple
