@@ -472,7 +472,11 @@ func (r *Runner) act(ctx context.Context, sc Scenario, victim string, tl *timeli
 		if _, err := r.waitHops(ctx, n-1, 30*time.Second); err != nil {
 			return err
 		}
-		tl.add("rfront: %s out of the ECMP set", victim)
+		tl.add("rfront: %s out of the ECMP set (GRACEFUL_SHUTDOWN)", victim)
+		if err := r.waitWithdrawn(ctx, victim, 15*time.Second); err != nil {
+			return err
+		}
+		tl.add("rfront: %s withdrew its routes (drain time over)", victim)
 		sleep(ctx, time.Second)
 		if _, err := r.Ctl(ctx, victim, "undrain", "node", victim); err != nil {
 			return err
@@ -493,6 +497,25 @@ func (r *Runner) act(ctx context.Context, sc Scenario, victim string, tl *timeli
 		return fmt.Errorf("unknown scenario %q", sc)
 	}
 	return nil
+}
+
+// waitWithdrawn waits until the front router holds no route from node
+// for a target VIP (its BGP routes, best or not).
+func (r *Runner) waitWithdrawn(ctx context.Context, node string, timeout time.Duration) error {
+	return retry(ctx, timeout, func() error {
+		for _, fam := range []string{"_4", "_6"} {
+			out, err := r.lab.Birdc(ctx, lab.RoleFront, "show", "route", "protocol", node+fam)
+			if err != nil {
+				return err
+			}
+			for _, t := range r.cfg.Targets {
+				if strings.Contains(out, t.Addr.Addr().String()+"/") {
+					return fmt.Errorf("rfront still has %s from %s", t.Addr.Addr(), node)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // restartNode stops a node with SIGTERM (it withdraws, then unloads),
