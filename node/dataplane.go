@@ -158,6 +158,29 @@ func (p *Programmer) Sync(cfg cluster.Config, tables []cluster.VServerTable) err
 		if t.WithPort {
 			fv.Method = flow.MethodSourceIPSourcePort
 		}
+		var list []uint32
+		if !fv.Stateless {
+			// Owned: the owner pair's active member picks the backend on
+			// the first packet and keeps the flow; STATEFUL also mirrors.
+			fv.Owned = true
+			fv.Mirror = v.ConnFailover == cluster.FailoverStateful
+			fv.SNAT = !p.usip(cfg, v.Name)
+			if v.Persistence != cluster.PersistSourceIP {
+				switch v.LBMethod {
+				case cluster.MethodRoundRobin:
+					fv.Method = flow.MethodRoundRobin
+				case cluster.MethodLeastConnection:
+					fv.Method = flow.MethodLeastConnection
+				}
+			}
+			if fv.Method == flow.MethodRoundRobin || fv.Method == flow.MethodLeastConnection {
+				for i, name := range t.Backends {
+					if i < len(t.Weights) && t.Weights[i] > 0 && len(list) < flow.MaxListBackends {
+						list = append(list, p.backends[name].ID)
+					}
+				}
+			}
+		}
 		if v.FwdMode == cluster.FwdDSR {
 			fv.Mode = flow.ModeDSR
 		}
@@ -168,6 +191,11 @@ func (p *Programmer) Sync(cfg cluster.Config, tables []cluster.VServerTable) err
 			}
 			cur.vs = fv
 			p.vservers[v.Name] = cur
+		}
+		if ls, ok := p.ft.(listSetter); ok && fv.Owned {
+			if err := ls.SetVServerBackends(fv.ID, list); err != nil {
+				return fmt.Errorf("programming the backends of vserver %s: %w", v.Name, err)
+			}
 		}
 		if d := t.Digest(); !had || cur.digest != d {
 			slots, err := p.slots(t)
@@ -183,8 +211,28 @@ func (p *Programmer) Sync(cfg cluster.Config, tables []cluster.VServerTable) err
 		}
 	}
 
-	// 3. Reverse entries of the bound services of stateless vservers.
+	// 3. Reverse entries of the bound services: of stateless vservers (the
+	// VIP to rewrite to), then of owned ones (replies need the owner's flow
+	// state; a service of a stateless vserver is bound to it alone).
 	wantRev := map[reverseKey]flow.Reverse{}
+	for name := range wantVS {
+		v, _ := cfg.VServer(name)
+		if v.ConnFailover == cluster.FailoverStateless {
+			continue
+		}
+		for _, b := range cfg.BindingsOf(name) {
+			be, ok := wantBE[b.Service]
+			if !ok {
+				continue
+			}
+			svc, _ := cfg.Service(b.Service)
+			r := flow.Reverse{Addr: svc.IP.Unmap(), Port: svc.Port, Protocol: Protocol(svc.Type), VServerID: p.vsIDs[name], BackendID: be.ID, Stateful: true}
+			k := reverseKey{r.Addr, r.Port, r.Protocol}
+			if cur, ok := wantRev[k]; !ok || r.VServerID < cur.VServerID {
+				wantRev[k] = r // any of its vservers: the entry only marks it stateful
+			}
+		}
+	}
 	for name := range wantVS {
 		v, _ := cfg.VServer(name)
 		if v.ConnFailover != cluster.FailoverStateless {
@@ -255,6 +303,43 @@ func (p *Programmer) Sync(cfg cluster.Config, tables []cluster.VServerTable) err
 		}
 	}
 	return nil
+}
+
+// listSetter is the data plane's backend lists of ROUNDROBIN and
+// LEASTCONNECTION vservers; *flow.Datapath implements it.
+type listSetter interface {
+	SetVServerBackends(vsID uint32, ids []uint32) error
+}
+
+// usip reports whether every service bound to a vserver keeps the client's
+// address; a vserver with any USIP OFF service is source-NATed.
+func (p *Programmer) usip(cfg cluster.Config, vserver string) bool {
+	for _, b := range cfg.BindingsOf(vserver) {
+		if svc, ok := cfg.Service(b.Service); ok && !svc.USIP {
+			return false
+		}
+	}
+	return true
+}
+
+// MirrorIDs maps the programmed vservers' data-plane ids to the ids the
+// mirror carries (the vserver's seed, hashing.VServerSeed of its name, the
+// same on every node, where data-plane ids are allocated per node) and
+// back; mirrored lists the mirror ids of STATEFUL vservers.
+func (p *Programmer) MirrorIDs() (toMirror, toDataPlane map[uint32]uint32, mirrored map[uint32]bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	toMirror = make(map[uint32]uint32, len(p.vservers))
+	toDataPlane = make(map[uint32]uint32, len(p.vservers))
+	mirrored = make(map[uint32]bool)
+	for _, v := range p.vservers {
+		toMirror[v.vs.ID] = v.vs.Seed
+		toDataPlane[v.vs.Seed] = v.vs.ID
+		if v.vs.Mirror {
+			mirrored[v.vs.Seed] = true
+		}
+	}
+	return toMirror, toDataPlane, mirrored
 }
 
 // slots turns a cluster table (indexes into its Backends) into backend ids.
