@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/tandem-lb/tandem/cluster"
+	"github.com/tandem-lb/tandem/cluster/mirror"
 	"github.com/tandem-lb/tandem/flow"
 	"github.com/tandem-lb/tandem/node/bgp"
 	"github.com/tandem-lb/tandem/node/config"
@@ -124,6 +125,7 @@ type Daemon struct {
 	vips     map[netip.Addr]bool   // VIPs announced (address up, route out)
 	returns  map[netip.Prefix]bool // return prefixes announced
 	drainT   *time.Timer
+	stateful *Stateful // nil: the data plane or membership has no stateful side (fakes)
 
 	reconcileMu sync.Mutex // one reconcile at a time
 }
@@ -300,6 +302,10 @@ func (d *Daemon) Run(ctx context.Context, ready chan<- struct{}) (err error) {
 		d.log.Info("left the cluster")
 		return errors.Join(errs...)
 	})
+	if err := d.startStateful(ctx, cl, &prepend); err != nil {
+		_ = speakerClose()
+		return err
+	}
 	if len(d.cfg.Memberlist.Seeds) > 0 {
 		n, err := cl.Join(d.cfg.Memberlist.Seeds)
 		if err != nil {
@@ -663,4 +669,45 @@ func interfaceAddrs(ifnames []string) ([]netip.Addr, error) {
 		}
 	}
 	return out, nil
+}
+
+// startStateful starts the pairs map, mirroring and takeover when the data
+// plane and the membership are the real ones (tests' fakes have no stateful
+// side). The mirroring key derives from the gossip keyring's first key.
+func (d *Daemon) startStateful(ctx context.Context, cl Membership, prepend *func(func() error)) error {
+	sdp, ok1 := d.dp.(StatefulDataPlane)
+	scl, ok2 := cl.(StatefulCluster)
+	if !ok1 || !ok2 || !d.cfg.Memberlist.BindAddr.IsValid() {
+		return nil
+	}
+	keys, err := config.LoadKeyring(d.cfg.Memberlist.KeyringFile)
+	if err != nil {
+		return fmt.Errorf("mirroring key: %w", err)
+	}
+	s, err := NewStateful(StatefulConfig{
+		Self:   d.cfg.NodeID,
+		Listen: netip.AddrPortFrom(d.cfg.Memberlist.BindAddr, BackplanePort),
+		Auth:   mirror.Auth{PSK: MirrorPSK(keys[0])},
+		Logger: d.log.With("component", "stateful"),
+	}, sdp, scl, d.programmer)
+	if err != nil {
+		return fmt.Errorf("starting the stateful data path: %w", err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := s.Run(sctx); err != nil {
+			d.log.Error("stateful data path stopped", "err", err)
+		}
+	}()
+	d.mu.Lock()
+	d.stateful = s
+	d.mu.Unlock()
+	(*prepend)(func() error {
+		cancel()
+		<-done
+		return nil
+	})
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tandem-lb/tandem/cluster"
+	"github.com/tandem-lb/tandem/flow"
 	"github.com/tandem-lb/tandem/node/api"
 	"github.com/tandem-lb/tandem/node/metrics"
 )
@@ -118,10 +119,16 @@ func (s status) Node(ctx context.Context, id string) (api.NodeStatus, error) {
 	return api.NodeStatus{}, fmt.Errorf("node %q: %w", id, api.ErrNotFound)
 }
 
-// RPCNodes implements api.StatusSource. The mirroring channel between
-// partners is not built yet, so there is none to show.
+// RPCNodes implements api.StatusSource: this node's mirroring link to its
+// partner (none before the pair has one).
 func (s status) RPCNodes(ctx context.Context) ([]api.RPCNode, error) {
-	return []api.RPCNode{}, nil
+	s.d.mu.Lock()
+	st := s.d.stateful
+	s.d.mu.Unlock()
+	if st == nil {
+		return []api.RPCNode{}, nil
+	}
+	return st.RPCNodes(), nil
 }
 
 // Tables implements api.StatusSource: the cluster's tables with the data
@@ -244,7 +251,8 @@ func (s status) Connections(ctx context.Context, f api.ConnFilter) ([]api.Conn, 
 		if f.VServer != "" && vs != f.VServer {
 			continue
 		}
-		c := api.Conn{Node: s.d.cfg.NodeID, VServer: vs, Proto: fl.Key.Protocol.String(), Client: fl.Key.Src, VIP: fl.Key.Dst}
+		c := api.Conn{Node: s.d.cfg.NodeID, VServer: vs, Proto: fl.Key.Protocol.String(), Client: fl.Key.Src, VIP: fl.Key.Dst,
+			Owner: fl.Owner, Mirrored: fl.Flags&flow.FlowFlagMirror != 0}
 		if b, ok := backends[fl.BackendID]; ok {
 			port := b.Port
 			if port == 0 { // a service on "*" keeps the destination port

@@ -1,0 +1,595 @@
+package node
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/tandem-lb/tandem/cluster"
+	"github.com/tandem-lb/tandem/cluster/mirror"
+	"github.com/tandem-lb/tandem/flow"
+	"github.com/tandem-lb/tandem/flow/standby"
+	"github.com/tandem-lb/tandem/node/api"
+)
+
+// The stateful half of tandemd: the pairs map of the data plane, the
+// mirroring link to the partner, and takeover.
+//
+//   - Every node programs the data plane's pairs from the cluster's pairs
+//     (PairsFromCluster): a pair's active member's backplane address is
+//     where the pair's owned flows are steered. For its own pair, the node's
+//     PairMachine decides instead (it owns the pair's flows only once it
+//     holds their state).
+//   - The pair's owner runs a mirror.Sender to its partner: a bulk sync and
+//     the periodic refresh read the BPF flow table (flow.Datapath.OwnedFlows),
+//     increments come from the data plane's events ring. The partner runs a
+//     mirror.Receiver into a standby store.
+//   - When the partner dies (memberlist, or the mirroring link closing and
+//     a direct probe failing), the standby installs the store's flows into
+//     its flow table in batches, makes itself the pair's active member in
+//     its pairs map, and declares the partner dead to the cluster
+//     (cluster.DeclareDead, one memberlist broadcast), so every node's pairs
+//     map steers the pair's flows to it within about a second.
+//
+// Mirrored entries carry the vserver's seed (hashing.VServerSeed of its
+// name) as vserver id: data-plane ids are allocated per node.
+
+// StatefulDataPlane is what the stateful wiring needs of the data plane;
+// *flow.Datapath implements it.
+type StatefulDataPlane interface {
+	SetBackplane(self netip.Addr, members []netip.Addr) error
+	SetPairs(pairs []flow.Pair) error
+	Events() (*flow.EventReader, error)
+	OwnedFlows(fn func(standby.Entry) bool) error
+	InstallFlows(entries []standby.Entry, owner uint32) (int, error)
+}
+
+// StatefulCluster is what the stateful wiring needs of the membership;
+// *cluster.Cluster implements it.
+type StatefulCluster interface {
+	Members() []cluster.MemberStatus
+	Pairs() []cluster.PairStatus
+	DeclareDead(id string)
+}
+
+// MirrorPSK derives the mirroring channel's pre-shared key from the
+// cluster's gossip key, so that the two keys differ but one keyring file
+// configures both.
+func MirrorPSK(gossipKey []byte) []byte {
+	m := hmac.New(sha256.New, gossipKey)
+	m.Write([]byte("tandem mirroring pre-shared key v1"))
+	return m.Sum(nil)
+}
+
+// PairsFromCluster is the data plane's pairs as the cluster sees them: a
+// pair is live when it has an active member, steered to that member's
+// backplane address, local when this node (self) is the active member.
+func PairsFromCluster(self string, pairs []cluster.PairStatus, members []cluster.MemberStatus) []flow.Pair {
+	bp := make(map[string]netip.Addr, len(members))
+	for _, m := range members {
+		bp[m.ID] = m.Backplane.Addr().Unmap()
+	}
+	out := make([]flow.Pair, 0, len(pairs))
+	for _, p := range pairs {
+		fp := flow.Pair{ID: p.ID}
+		if a := bp[p.Active]; p.Active != "" && a.IsValid() {
+			fp.Live, fp.Active, fp.Local = true, a, p.Active == self
+		}
+		out = append(out, fp)
+		if len(out) == flow.MaxPairs {
+			break
+		}
+	}
+	return out
+}
+
+// StatefulConfig configures the stateful wiring.
+type StatefulConfig struct {
+	// Self is this node's id; Listen its backplane address and mirroring
+	// port (the receiver listens there).
+	Self   string
+	Listen netip.AddrPort
+	// Auth authenticates the mirroring channel (required).
+	Auth mirror.Auth
+	// Tick is the PairMachine's tick (default 100 ms).
+	Tick time.Duration
+	// Store sizes the standby store (defaults of standby.Config).
+	Store standby.Config
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Stateful runs the pairs map, the mirroring link and takeovers of one
+// node. Its methods are safe for concurrent use.
+type Stateful struct {
+	cfg   StatefulConfig
+	dp    StatefulDataPlane
+	cl    StatefulCluster
+	prog  *Programmer
+	store *standby.Store
+	log   *slog.Logger
+	in    chan func()
+
+	mu       sync.Mutex
+	pm       *mirror.PairMachine // nil until the pair has a partner
+	pair     uint32
+	partner  string
+	sender   *mirror.Sender
+	receiver *mirror.Receiver
+	stopLink context.CancelFunc
+	mirrored map[uint32]bool // mirror ids of STATEFUL vservers
+	alive    bool            // the partner, as last seen
+}
+
+// NewStateful returns the wiring; Run starts it.
+func NewStateful(cfg StatefulConfig, dp StatefulDataPlane, cl StatefulCluster, prog *Programmer) (*Stateful, error) {
+	if cfg.Tick == 0 {
+		cfg.Tick = 100 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Self == "" || !cfg.Listen.IsValid() {
+		return nil, fmt.Errorf("stateful wiring needs the node id and its backplane address (got %q, %v)", cfg.Self, cfg.Listen)
+	}
+	cfg.Store.Logger = cfg.Logger
+	st, err := standby.New(cfg.Store)
+	if err != nil {
+		return nil, err
+	}
+	return &Stateful{cfg: cfg, dp: dp, cl: cl, prog: prog, store: st, log: cfg.Logger, in: make(chan func(), 256), mirrored: map[uint32]bool{}}, nil
+}
+
+// Run serves until ctx is done: the pair machine's ticks and inputs, the
+// events ring, the membership's view.
+func (s *Stateful) Run(ctx context.Context) error {
+	defer s.store.Close()
+	ev, err := s.dp.Events()
+	if err != nil {
+		return err
+	}
+	go func() {
+		<-ctx.Done()
+		ev.Close()
+	}()
+	go s.pumpEvents(ev)
+	tick := time.NewTicker(s.cfg.Tick)
+	defer tick.Stop()
+	defer s.stopMirror()
+	n := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case f := <-s.in:
+			f()
+		case <-tick.C:
+			n++
+			s.observe(ctx)
+			if pm := s.machine(); pm != nil {
+				pm.Tick()
+				s.perform(ctx, pm)
+			}
+			if n%10 == 0 {
+				s.dropDisabled()
+			}
+		}
+	}
+}
+
+func (s *Stateful) machine() *mirror.PairMachine {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pm
+}
+
+// observe reads the membership: the pair and partner, the partner's
+// liveness, the pairs map and the members' backplane addresses.
+func (s *Stateful) observe(ctx context.Context) {
+	members := s.cl.Members()
+	pairs := s.cl.Pairs()
+	var mine *cluster.PairStatus
+	for i := range pairs {
+		if slices.Contains(pairs[i].Members, s.cfg.Self) {
+			mine = &pairs[i]
+		}
+	}
+	state := map[string]string{}
+	var bps []netip.Addr
+	for _, m := range members {
+		state[m.ID] = m.State
+		if m.Backplane.IsValid() {
+			bps = append(bps, m.Backplane.Addr().Unmap())
+		}
+	}
+	if err := s.dp.SetBackplane(s.cfg.Listen.Addr(), bps); err != nil {
+		s.log.Warn("programming backplane members", "err", err)
+	}
+	s.mu.Lock()
+	if s.pm == nil && mine != nil && len(mine.Members) == 2 {
+		partner := mine.Members[0]
+		if partner == s.cfg.Self {
+			partner = mine.Members[1]
+		}
+		pm, err := mirror.NewPairMachine(mirror.PairConfig{Self: s.cfg.Self, Partner: partner, Pair: mine.ID})
+		if err != nil {
+			s.log.Warn("pair machine", "err", err)
+		} else {
+			s.pm, s.pair, s.partner = pm, mine.ID, partner
+			s.log.Info("pair formed", "pair", mine.ID, "partner", partner)
+		}
+	}
+	pm, partner := s.pm, s.partner
+	wasAlive := s.alive
+	s.mu.Unlock()
+	if pm != nil {
+		alive := state[partner] == "alive" || state[partner] == "suspect"
+		switch {
+		case alive && !wasAlive:
+			// A partner seen (again) has (re)started.
+			pm.PartnerAlive(mirror.RoleJoining)
+		case !alive && wasAlive:
+			pm.PartnerDead()
+		}
+		s.mu.Lock()
+		s.alive = alive
+		s.mu.Unlock()
+		s.perform(ctx, pm)
+	}
+	s.programPairs(pairs, members)
+}
+
+// programPairs writes the pairs map: the cluster's view, except the own
+// pair, whose owner the pair machine knows.
+func (s *Stateful) programPairs(pairs []cluster.PairStatus, members []cluster.MemberStatus) {
+	fps := PairsFromCluster(s.cfg.Self, pairs, members)
+	s.mu.Lock()
+	pm, pair, partner := s.pm, s.pair, s.partner
+	s.mu.Unlock()
+	if pm != nil {
+		st := pm.Status()
+		var partnerBP netip.Addr
+		for _, m := range members {
+			if m.ID == partner {
+				partnerBP = m.Backplane.Addr().Unmap()
+			}
+		}
+		for i := range fps {
+			if fps[i].ID != pair {
+				continue
+			}
+			switch st.Role {
+			case mirror.RoleActive, mirror.RoleTakenOver:
+				fps[i].Live, fps[i].Local, fps[i].Active = true, true, s.cfg.Listen.Addr()
+			case mirror.RoleStandby, mirror.RoleRejoining:
+				if partnerBP.IsValid() {
+					fps[i].Live, fps[i].Local, fps[i].Active = true, false, partnerBP
+				}
+			}
+		}
+	}
+	if err := s.dp.SetPairs(fps); err != nil {
+		s.log.Warn("programming pairs", "err", err)
+	}
+}
+
+// perform carries out the pair machine's effects (on Run's goroutine).
+func (s *Stateful) perform(ctx context.Context, pm *mirror.PairMachine) {
+	for _, e := range pm.Ready() {
+		s.log.Info("pair effect", "effect", e.String())
+		switch e := e.(type) {
+		case mirror.MirrorTo:
+			s.startSender(ctx, e.Partner)
+		case mirror.MirrorFrom:
+			s.startReceiver(ctx, e.Partner)
+		case mirror.StopMirror:
+			s.stopMirror()
+		case mirror.Probe:
+			go s.probe(e.Partner)
+		case mirror.TakeOver:
+			s.takeOver(e)
+		case mirror.Release:
+			// the pairs map follows the machine's role on the next observe
+		case mirror.Announce:
+			if e.Claim && e.Node == s.cfg.Self {
+				s.mu.Lock()
+				partner, alive := s.partner, s.alive
+				s.mu.Unlock()
+				if !alive {
+					// The one broadcast the cluster has: the partner is
+					// dead, so this node is the pair's active member.
+					s.cl.DeclareDead(partner)
+				}
+			}
+		}
+	}
+}
+
+func (s *Stateful) partnerAddr(partner string) (netip.AddrPort, bool) {
+	for _, m := range s.cl.Members() {
+		if m.ID == partner && m.Backplane.IsValid() {
+			return m.Backplane, true
+		}
+	}
+	return netip.AddrPort{}, false
+}
+
+func (s *Stateful) linkEvent(ev mirror.LinkEvent) {
+	select {
+	case s.in <- func() {
+		if pm := s.machine(); pm != nil {
+			pm.Link(ev)
+			s.perform(context.Background(), pm)
+		}
+	}:
+	default:
+		s.log.Warn("stateful inputs full: link event dropped", "event", ev.Kind.String())
+	}
+}
+
+func (s *Stateful) stopMirror() {
+	s.mu.Lock()
+	stop := s.stopLink
+	s.stopLink, s.sender, s.receiver = nil, nil, nil
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+func (s *Stateful) startSender(ctx context.Context, partner string) {
+	s.stopMirror()
+	addr, ok := s.partnerAddr(partner)
+	if !ok {
+		s.log.Warn("mirroring: partner has no backplane address", "partner", partner)
+		return
+	}
+	s.mu.Lock()
+	pair := s.pair
+	s.mu.Unlock()
+	snd, err := mirror.NewSender(mirror.SenderConfig{
+		Self: s.cfg.Self, Pair: pair, Partner: partner, Addr: addr.String(),
+		Auth: s.cfg.Auth, Source: mirrorSource{s}, OnEvent: s.linkEvent, Logger: s.log.With("component", "mirror"),
+	})
+	if err != nil {
+		s.log.Warn("mirroring sender", "err", err)
+		return
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	s.mu.Lock()
+	s.sender, s.stopLink = snd, cancel
+	s.mu.Unlock()
+	go func() {
+		if err := snd.Run(lctx); err != nil && !errors.Is(err, context.Canceled) {
+			s.log.Warn("mirroring sender stopped", "err", err)
+		}
+	}()
+}
+
+func (s *Stateful) startReceiver(ctx context.Context, partner string) {
+	s.stopMirror()
+	s.mu.Lock()
+	pair := s.pair
+	s.mu.Unlock()
+	rcv, err := mirror.NewReceiver(mirror.ReceiverConfig{
+		Self: s.cfg.Self, Pair: pair, Partner: partner, Auth: s.cfg.Auth, Sink: s.store,
+		OnEvent: s.linkEvent, Logger: s.log.With("component", "mirror"),
+	})
+	if err != nil {
+		s.log.Warn("mirroring receiver", "err", err)
+		return
+	}
+	ln, err := net.Listen("tcp", s.cfg.Listen.String())
+	if err != nil {
+		s.log.Warn("mirroring receiver: listening", "addr", s.cfg.Listen, "err", err)
+		return
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	s.mu.Lock()
+	s.receiver, s.stopLink = rcv, func() { cancel(); ln.Close() }
+	s.mu.Unlock()
+	go func() {
+		if err := rcv.Serve(lctx, ln); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, net.ErrClosed) {
+			s.log.Warn("mirroring receiver stopped", "err", err)
+		}
+	}()
+}
+
+// probe checks the partner directly: its memberlist or mirroring port
+// answering a TCP connect within 300 ms.
+func (s *Stateful) probe(partner string) {
+	alive := false
+	for _, m := range s.cl.Members() {
+		if m.ID != partner {
+			continue
+		}
+		for _, a := range []netip.AddrPort{m.Addr, m.Backplane} {
+			if !a.IsValid() {
+				continue
+			}
+			c, err := net.DialTimeout("tcp", a.String(), 300*time.Millisecond)
+			if err == nil {
+				c.Close()
+				alive = true
+				break
+			}
+		}
+	}
+	select {
+	case s.in <- func() {
+		if pm := s.machine(); pm != nil {
+			pm.ProbeResult(alive)
+			s.perform(context.Background(), pm)
+		}
+	}:
+	default:
+	}
+}
+
+// takeOver installs the partner's mirrored flows into the data plane, then
+// (next observe) the pairs map makes this node the pair's active member.
+func (s *Stateful) takeOver(e mirror.TakeOver) {
+	s.mu.Lock()
+	pair := s.pair
+	s.mu.Unlock()
+	start := time.Now()
+	inst := &translatingInstaller{dp: s.dp, prog: s.prog, owner: pair}
+	n, err := s.store.Takeover(e.Owner, inst)
+	if err != nil {
+		s.log.Error("takeover", "owner", e.Owner, "installed", n, "err", err)
+	}
+	s.log.Info("took over the pair's flows", "pair", pair, "from", e.Owner, "installed", inst.installed, "took", time.Since(start))
+	s.programPairs(s.cl.Pairs(), s.cl.Members())
+}
+
+// dropDisabled frees the mirrored flows of vservers no longer STATEFUL
+// (connFailover DISABLED or STATELESS, or deleted). The data plane stops
+// their events itself.
+func (s *Stateful) dropDisabled() {
+	_, _, mirrored := s.prog.MirrorIDs()
+	s.mu.Lock()
+	old := s.mirrored
+	s.mirrored = mirrored
+	s.mu.Unlock()
+	for id := range old {
+		if !mirrored[id] {
+			n := s.store.DropVServer(id)
+			s.log.Info("vserver no longer mirrored: standby entries freed", "vserver", id, "freed", n)
+		}
+	}
+}
+
+// pumpEvents turns the data plane's events into the sender's increments.
+func (s *Stateful) pumpEvents(r *flow.EventReader) {
+	for {
+		ev, err := r.Read()
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return
+			}
+			if errors.Is(err, flow.ErrUnknownBackend) || errors.Is(err, flow.ErrBadEvent) {
+				continue
+			}
+			s.log.Warn("reading flow events", "err", err)
+			return
+		}
+		s.mu.Lock()
+		snd := s.sender
+		s.mu.Unlock()
+		if snd == nil {
+			continue // not mirroring: the next bulk sync carries the table
+		}
+		toMirror, _, _ := s.prog.MirrorIDs()
+		id, ok := toMirror[ev.Entry.VServerID]
+		if !ok {
+			continue
+		}
+		ev.Entry.VServerID = id
+		switch ev.Kind {
+		case flow.EventNew:
+			snd.Upsert(ev.Entry)
+		case flow.EventClose:
+			if k, err := ev.Entry.Key(); err == nil {
+				snd.Delete(k)
+			}
+		}
+	}
+}
+
+// mirrorSource is the Sender's Source: the owned flows of the BPF table,
+// vserver ids translated to mirror ids.
+type mirrorSource struct{ s *Stateful }
+
+func (m mirrorSource) Snapshot(fn func(standby.Entry) bool) {
+	toMirror, _, _ := m.s.prog.MirrorIDs()
+	err := m.s.dp.OwnedFlows(func(e standby.Entry) bool {
+		id, ok := toMirror[e.VServerID]
+		if !ok {
+			return true
+		}
+		e.VServerID = id
+		return fn(e)
+	})
+	if err != nil {
+		m.s.log.Warn("reading owned flows for the mirror", "err", err)
+	}
+}
+
+// translatingInstaller installs mirrored entries with this node's vserver
+// ids.
+type translatingInstaller struct {
+	dp        StatefulDataPlane
+	prog      *Programmer
+	owner     uint32
+	toDP      map[uint32]uint32
+	installed int
+}
+
+func (t *translatingInstaller) InstallBatch(entries []standby.Entry) error {
+	if t.toDP == nil {
+		_, t.toDP, _ = t.prog.MirrorIDs()
+	}
+	out := entries[:0]
+	for _, e := range entries {
+		if id, ok := t.toDP[e.VServerID]; ok {
+			e.VServerID = id
+			out = append(out, e)
+		}
+	}
+	n, err := t.dp.InstallFlows(out, t.owner)
+	t.installed += n
+	return err
+}
+
+// RPCNodes is `show rpcnode`: this node's mirroring link.
+func (s *Stateful) RPCNodes() []api.RPCNode {
+	s.mu.Lock()
+	snd, rcv, pair, partner := s.sender, s.receiver, s.pair, s.partner
+	s.mu.Unlock()
+	var st mirror.Status
+	switch {
+	case snd != nil:
+		st = snd.Status()
+	case rcv != nil:
+		st = rcv.Status()
+	case partner == "":
+		return []api.RPCNode{}
+	default:
+		return []api.RPCNode{{Pair: pair, Node: s.cfg.Self, Peer: partner, State: "DOWN", ProtoVersion: int(mirror.Version)}}
+	}
+	return []api.RPCNode{{
+		Pair: pair, Node: s.cfg.Self, Peer: partner, State: st.State.String(),
+		Authenticated: st.Authenticated, ProtoVersion: int(mirror.Version), PeerProtoVersion: int(st.PeerVersion),
+		Mirrored: st.Entries, Lag: st.Lag,
+	}}
+}
+
+// PairStatus is the pair machine's view, for `show node`; ok is false
+// before the pair has a partner.
+func (s *Stateful) PairStatus() (mirror.PairStatus, bool) {
+	pm := s.machine()
+	if pm == nil {
+		return mirror.PairStatus{}, false
+	}
+	st := make(chan mirror.PairStatus, 1)
+	select {
+	case s.in <- func() { st <- pm.Status() }:
+	case <-time.After(time.Second):
+		return mirror.PairStatus{}, false
+	}
+	select {
+	case v := <-st:
+		return v, true
+	case <-time.After(time.Second):
+		return mirror.PairStatus{}, false
+	}
+}
