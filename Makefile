@@ -7,7 +7,7 @@ GOTESTFLAGS ?=
 # Packages whose tests are pure Go and cheap enough to run under the race detector.
 RACE_PKGS ?= ./hashing/... ./cluster/... ./ctl/... ./flow/standby/...
 
-.PHONY: all deps build test test-unit generate generate-check lint bench demo chaos clean
+.PHONY: all deps build test test-unit generate generate-check lint bench demo chaos lab-bins lab-up lab-down clean
 
 all: build
 
@@ -47,6 +47,36 @@ lint:
 ## bench: data-plane and hashing benchmarks (as root for the BPF ones).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./hashing/... ./flow/... ./cluster/...
+
+## lab-bins: build tandemd, clusterctl and the lab's tools (tandem-lab, labbackend, trafficcheck, chaos) into ./bin.
+LAB ?= tlab
+LAB_STATE = /run/tandem-lab/$(LAB)
+lab-bins:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./node/cmd/tandemd ./ctl/cmd/clusterctl ./deploy/lab/cmd/tandem-lab ./test/cmd/labbackend ./test/cmd/trafficcheck ./test/cmd/chaos
+
+## lab-up: bring the lab (LAB=tlab) up with tandemd on 4 nodes and apply its example cluster.yaml (root).
+lab-up: lab-bins
+	$(BIN)/tandem-lab -name $(LAB) -tandemd $(BIN)/tandemd -backend $(BIN)/labbackend up
+	@for i in $$(seq 1 60); do \
+		$(BIN)/clusterctl --node $(LAB_STATE)/n1/tandemd.sock apply -f $(LAB_STATE)/cluster.yaml >/dev/null 2>&1 && break; sleep 0.5; \
+	done
+	$(BIN)/clusterctl --node $(LAB_STATE)/n1/tandemd.sock show lb vserver
+	@echo "try: $(BIN)/trafficcheck -netns $(LAB)-client -lab-clients 16 -target stateless=198.19.0.10:80 -target stateless=[fd00:7a6d:ff::10]:80"
+
+## lab-down: tear the lab (LAB=tlab) down, also after a crash.
+lab-down:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./deploy/lab/cmd/tandem-lab
+	$(BIN)/tandem-lab -name $(LAB) down
+
+## demo: as root on a fresh machine: deps, build, a 4-node lab, IPv4+IPv6 stateless vservers, traffic, SIGKILL a node, the survival table; tears down; fails if a flow broke.
+demo: deps lab-bins
+	$(BIN)/chaos -name tdemo -bin $(BIN) -demo
+
+## chaos: every chaos scenario (kill9 freeze linkdown drain rolling) on one lab under live traffic (root).
+chaos: deps lab-bins
+	$(BIN)/chaos -name tchaos -bin $(BIN)
 
 clean:
 	rm -rf $(BIN)
