@@ -20,8 +20,9 @@ type Row struct {
 	MaxStall time.Duration
 	// RoundTrips counts verified request/reply pairs.
 	RoundTrips int
-	// Carriers counts flows by the node that carried them at the end.
-	Carriers map[string]int
+	// Starts and Carriers count flows by the node that carried them at
+	// their first round trip and at their end ("?" when unknown).
+	Starts, Carriers map[string]int
 }
 
 // Rows aggregates the result's flows per mode, family and protocol, in
@@ -45,7 +46,7 @@ func (r *Result) Rows() []Row {
 		k := [3]string{f.Mode, fam, strings.ToUpper(f.Proto)}
 		row, ok := by[k]
 		if !ok {
-			row = &Row{Mode: k[0], Family: k[1], Proto: k[2], Carriers: map[string]int{}}
+			row = &Row{Mode: k[0], Family: k[1], Proto: k[2], Starts: map[string]int{}, Carriers: map[string]int{}}
 			by[k] = row
 		}
 		row.Flows++
@@ -62,11 +63,8 @@ func (r *Result) Rows() []Row {
 			row.Moved++
 		}
 		row.RoundTrips += f.RoundTrips
-		end := f.CarrierEnd
-		if end == "" {
-			end = "?"
-		}
-		row.Carriers[end]++
+		row.Starts[orUnknown(f.CarrierStart)]++
+		row.Carriers[orUnknown(f.CarrierEnd)]++
 	}
 	out := make([]Row, 0, len(by))
 	for _, row := range by {
@@ -112,10 +110,11 @@ func (r *Result) Table() string {
 		fmt.Fprintf(&b, "  %7.2fs  %s\n", e.At.Seconds(), e.What)
 	}
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MODE\tFAMILY\tPROTO\tFLOWS\tKEPT\tBROKEN\tCORRUPT\tMOVED\tMAX STALL\tROUND TRIPS\tCARRIED AT END BY")
+	fmt.Fprintln(tw, "MODE\tFAMILY\tPROTO\tFLOWS\tKEPT\tBROKEN\tCORRUPT\tMOVED\tMAX STALL\tROUND TRIPS\tCARRIED AT START BY\tAT END BY")
 	for _, row := range r.Rows() {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%v\t%d\t%s\n", row.Mode, row.Family, row.Proto,
-			row.Flows, row.Kept, row.Broken, row.Corrupt, row.Moved, row.MaxStall.Round(time.Millisecond), row.RoundTrips, counts(row.Carriers))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%v\t%d\t%s\t%s\n", row.Mode, row.Family, row.Proto,
+			row.Flows, row.Kept, row.Broken, row.Corrupt, row.Moved, row.MaxStall.Round(time.Millisecond), row.RoundTrips,
+			counts(row.Starts), counts(row.Carriers))
 	}
 	tw.Flush()
 	if r.Report != nil {
@@ -134,6 +133,13 @@ func (r *Result) Table() string {
 		}
 	}
 	return b.String()
+}
+
+func orUnknown(node string) string {
+	if node == "" {
+		return "?"
+	}
+	return node
 }
 
 func counts(m map[string]int) string {
