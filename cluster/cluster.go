@@ -474,6 +474,12 @@ func (c *Cluster) SetBGP(up, peers int) {
 	c.withMachine(func(m *Machine) { m.SetBGP(up, peers) })
 }
 
+// SetPairRole gossips this node's role in its pair and the epoch of the
+// pair's ownership (see MemberMeta.PairRole).
+func (c *Cluster) SetPairRole(role uint8, epoch uint64) {
+	c.withMachine(func(m *Machine) { m.SetPairRole(role, epoch) })
+}
+
 // DeclareDead marks node id dead at once and tells the cluster: the partner
 // calls it when the mirroring connection closed and a direct probe failed,
 // without waiting for memberlist's suspicion.

@@ -239,7 +239,24 @@ type MemberMeta struct {
 	// node's `show cluster` shows every node's routing state.
 	BGPUp    uint16 `json:"bgpUp,omitempty"`
 	BGPPeers uint16 `json:"bgpPeers,omitempty"`
+	// PairRole is the node's role in its pair (the numbering of
+	// cluster/mirror.Role: 0 joining, 1 active, 2 standby, 3 taken over, 4
+	// rejoining) and PairEpoch the epoch of the pair's ownership it last
+	// claimed or saw: gossiped so that the partner learns claims and
+	// releases, and every node steers the pair's flows to the member that
+	// holds them.
+	PairRole  uint8  `json:"pairRole,omitempty"`
+	PairEpoch uint64 `json:"pairEpoch,omitempty"`
 }
+
+// Pair roles that own the pair's flows (mirror.RoleActive and
+// mirror.RoleTakenOver).
+const (
+	PairRoleActive    uint8 = 1
+	PairRoleTakenOver uint8 = 3
+)
+
+func pairRoleOwns(r uint8) bool { return r == PairRoleActive || r == PairRoleTakenOver }
 
 func (m *MemberMeta) validate() error {
 	if !validName(m.ID) {

@@ -173,6 +173,9 @@ type MemberStatus struct {
 	// BGPUp of BGPPeers sessions established, as the member last gossiped.
 	BGPUp    int `json:"bgpUp"`
 	BGPPeers int `json:"bgpPeers"`
+	// PairRole and PairEpoch as the member last gossiped (MemberMeta).
+	PairRole  uint8  `json:"pairRole"`
+	PairEpoch uint64 `json:"pairEpoch"`
 }
 
 // PairStatus is one pair.
@@ -404,6 +407,16 @@ func (m *Machine) SetDrained(d bool) {
 func (m *Machine) SetBGP(up, peers int) {
 	meta := &m.members[m.cfg.Self.ID].meta
 	meta.BGPUp, meta.BGPPeers = clampU16(up), clampU16(peers)
+	m.recompute()
+}
+
+// SetPairRole sets the pair role and epoch this node gossips.
+func (m *Machine) SetPairRole(role uint8, epoch uint64) {
+	meta := &m.members[m.cfg.Self.ID].meta
+	if meta.PairRole == role && meta.PairEpoch == epoch {
+		return
+	}
+	meta.PairRole, meta.PairEpoch = role, epoch
 	m.recompute()
 }
 
@@ -668,9 +681,21 @@ func (m *Machine) pairStatus(id uint32, configured bool, ids []string) PairStatu
 			live = append(live, n)
 		}
 	}
-	// The active member is the first live one that is not drained (a
-	// drained node takes no new flows), else the first live one.
+	// The active member is the live one that claims the pair's flows (the
+	// highest epoch; the partner takes them over or hands them back only
+	// once it holds their state); with no claim, the first live one that
+	// is not drained (a drained node takes no new flows), else the first
+	// live one.
+	var claimEpoch uint64
 	for _, n := range live {
+		if meta := m.members[n].meta; pairRoleOwns(meta.PairRole) && (p.Active == "" || meta.PairEpoch > claimEpoch) {
+			p.Active, claimEpoch = n, meta.PairEpoch
+		}
+	}
+	for _, n := range live {
+		if p.Active != "" {
+			break
+		}
 		if meta := m.members[n].meta; !meta.Drained && !meta.Leaving {
 			p.Active = n
 			break
@@ -713,6 +738,7 @@ func (m *Machine) Members() []MemberStatus {
 			ID: id, Addr: mem.addr, Backplane: mem.meta.Backplane, Pair: pairOf[id], State: mem.state.String(),
 			Digest: mem.meta.Digest, ProtoVersion: mem.meta.Proto, Drained: mem.meta.Drained, Self: id == m.cfg.Self.ID,
 			BGPUp: int(mem.meta.BGPUp), BGPPeers: int(mem.meta.BGPPeers),
+			PairRole: mem.meta.PairRole, PairEpoch: mem.meta.PairEpoch,
 		})
 	}
 	slices.SortFunc(out, func(a, b MemberStatus) int { return cmp.Compare(a.ID, b.ID) })

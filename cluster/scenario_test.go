@@ -362,6 +362,12 @@ func (s *sim) run(cmd string) string {
 	case "drain", "undrain":
 		s.node(args[0]).m.SetDrained(f[0] == "drain")
 		s.drain()
+	case "pair-role":
+		// args[0] gossips its pair role (mirror.Role numbering) and epoch.
+		role, _ := strconv.Atoi(args[1])
+		epoch, _ := strconv.Atoi(args[2])
+		s.node(args[0]).m.SetPairRole(uint8(role), uint64(epoch))
+		s.drain()
 	case "deliver":
 		s.deliver()
 	case "tick":
