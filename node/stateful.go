@@ -59,7 +59,10 @@ type StatefulCluster interface {
 	Members() []cluster.MemberStatus
 	Pairs() []cluster.PairStatus
 	DeclareDead(id string)
+	SetPairRole(role uint8, epoch uint64)
 }
+
+func owns(r mirror.Role) bool { return r == mirror.RoleActive || r == mirror.RoleTakenOver }
 
 // MirrorPSK derives the mirroring channel's pre-shared key from the
 // cluster's gossip key, so that the two keys differ but one keyring file
@@ -127,7 +130,10 @@ type Stateful struct {
 	receiver *mirror.Receiver
 	stopLink context.CancelFunc
 	mirrored map[uint32]bool // mirror ids of STATEFUL vservers
-	alive    bool            // the partner, as last seen
+	// the partner as last seen: alive, its gossiped role and epoch
+	alive        bool
+	partnerRole  mirror.Role
+	partnerEpoch uint64
 }
 
 // NewStateful returns the wiring; Run starts it.
@@ -203,10 +209,10 @@ func (s *Stateful) observe(ctx context.Context) {
 			mine = &pairs[i]
 		}
 	}
-	state := map[string]string{}
+	byID := map[string]cluster.MemberStatus{}
 	var bps []netip.Addr
 	for _, m := range members {
-		state[m.ID] = m.State
+		byID[m.ID] = m
 		if m.Backplane.IsValid() {
 			bps = append(bps, m.Backplane.Addr().Unmap())
 		}
@@ -229,21 +235,43 @@ func (s *Stateful) observe(ctx context.Context) {
 		}
 	}
 	pm, partner := s.pm, s.partner
-	wasAlive := s.alive
+	wasAlive, prevRole, prevEpoch := s.alive, s.partnerRole, s.partnerEpoch
 	s.mu.Unlock()
 	if pm != nil {
-		alive := state[partner] == "alive" || state[partner] == "suspect"
+		pmem := byID[partner]
+		alive := pmem.State == "alive" || pmem.State == "suspect"
+		role, epoch := mirror.Role(pmem.PairRole), pmem.PairEpoch
 		switch {
 		case alive && !wasAlive:
-			// A partner seen (again) has (re)started.
-			pm.PartnerAlive(mirror.RoleJoining)
+			// Replay the last claim the partner knows: its own (it owns
+			// the flows: this node rejoins), or this node's from before a
+			// restart (the partner keeps its mirror), which this node's
+			// next claim must outbid.
+			if owns(role) {
+				pm.Claimed(partner, epoch)
+			} else if epoch > 0 {
+				pm.Claimed(s.cfg.Self, epoch)
+			}
+			pm.PartnerAlive(role)
+		case alive && (role != prevRole || epoch != prevEpoch):
+			if owns(role) && (!owns(prevRole) || epoch != prevEpoch) {
+				pm.Claimed(partner, epoch)
+			}
+			if owns(prevRole) && !owns(role) {
+				pm.Released(partner, epoch)
+			}
+			if role == mirror.RoleJoining && prevRole != mirror.RoleJoining {
+				pm.PartnerAlive(role) // it restarted between two looks
+			}
 		case !alive && wasAlive:
 			pm.PartnerDead()
 		}
 		s.mu.Lock()
-		s.alive = alive
+		s.alive, s.partnerRole, s.partnerEpoch = alive, role, epoch
 		s.mu.Unlock()
 		s.perform(ctx, pm)
+		st := pm.Status()
+		s.cl.SetPairRole(uint8(st.Role), st.Epoch)
 	}
 	s.programPairs(pairs, members)
 }
@@ -253,7 +281,7 @@ func (s *Stateful) observe(ctx context.Context) {
 func (s *Stateful) programPairs(pairs []cluster.PairStatus, members []cluster.MemberStatus) {
 	fps := PairsFromCluster(s.cfg.Self, pairs, members)
 	s.mu.Lock()
-	pm, pair, partner := s.pm, s.pair, s.partner
+	pm, pair, partner, alive := s.pm, s.pair, s.partner, s.alive
 	s.mu.Unlock()
 	if pm != nil {
 		st := pm.Status()
@@ -274,6 +302,11 @@ func (s *Stateful) programPairs(pairs []cluster.PairStatus, members []cluster.Me
 				if partnerBP.IsValid() {
 					fps[i].Live, fps[i].Local, fps[i].Active = true, false, partnerBP
 				}
+			case mirror.RoleJoining:
+				// never owns flows before knowing who holds them
+				if alive && partnerBP.IsValid() {
+					fps[i].Live, fps[i].Local, fps[i].Active = true, false, partnerBP
+				}
 			}
 		}
 	}
@@ -292,7 +325,15 @@ func (s *Stateful) perform(ctx context.Context, pm *mirror.PairMachine) {
 		case mirror.MirrorFrom:
 			s.startReceiver(ctx, e.Partner)
 		case mirror.StopMirror:
+			s.mu.Lock()
+			hadReceiver, partner := s.receiver != nil, s.partner
+			s.mu.Unlock()
 			s.stopMirror()
+			if hadReceiver && owns(pm.Status().Role) {
+				// A handback ends: install what the partner mirrored
+				// since the takeover installed its snapshot.
+				s.takeOver(mirror.TakeOver{Owner: partner})
+			}
 		case mirror.Probe:
 			go s.probe(e.Partner)
 		case mirror.TakeOver:
@@ -300,6 +341,9 @@ func (s *Stateful) perform(ctx context.Context, pm *mirror.PairMachine) {
 		case mirror.Release:
 			// the pairs map follows the machine's role on the next observe
 		case mirror.Announce:
+			// Claims and releases reach the cluster as the gossiped pair
+			// role and epoch (observe publishes them); a takeover also
+			// declares the dead partner dead, the one immediate broadcast.
 			if e.Claim && e.Node == s.cfg.Self {
 				s.mu.Lock()
 				partner, alive := s.partner, s.alive
