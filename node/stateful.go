@@ -451,7 +451,9 @@ func (s *Stateful) startReceiver(ctx context.Context, partner string) {
 // probe checks the partner directly: its memberlist or mirroring port
 // answering a TCP connect within 300 ms.
 func (s *Stateful) probe(partner string) {
+	start := time.Now()
 	alive := false
+	defer func() { s.log.Info("probed partner", "partner", partner, "alive", alive, "took", time.Since(start)) }()
 	for _, m := range s.cl.Members() {
 		if m.ID != partner {
 			continue
