@@ -151,11 +151,19 @@ type Expect struct {
 //   - EPRT |2| addresses are hex groups of 1 to 4 digits with at most one
 //     "::"; the embedded-IPv4 form (::ffff:1.2.3.4) and zones are refused.
 func ParseFTPLine(payload []byte, dir Direction) (Expect, error) {
+	e, r := parseLine(payload, dir)
+	if r != ReasonOK {
+		return e, &LineError{Kind: e.Kind, Reason: r}
+	}
+	return e, nil
+}
+
+// parseLine is ParseFTPLine without the error value, for the hot path.
+func parseLine(payload []byte, dir Direction) (Expect, Reason) {
 	k := lineKind(payload, dir)
 	if k == KindNone {
-		return Expect{}, nil
+		return Expect{}, ReasonOK
 	}
-	fail := func(r Reason) (Expect, error) { return Expect{Kind: k}, &LineError{Kind: k, Reason: r} }
 	n := min(len(payload), LineMax)
 	end := -1
 	for i := range n {
@@ -166,9 +174,9 @@ func ParseFTPLine(payload []byte, dir Direction) (Expect, error) {
 	}
 	if end < 0 {
 		if len(payload) >= LineMax {
-			return fail(ReasonTooLong)
+			return Expect{Kind: k}, ReasonTooLong
 		}
-		return fail(ReasonPartial)
+		return Expect{Kind: k}, ReasonPartial
 	}
 	if end > 0 && payload[end-1] == '\r' {
 		end--
@@ -187,10 +195,10 @@ func ParseFTPLine(payload []byte, dir Direction) (Expect, error) {
 		e, r = p.eprt()
 	}
 	if r != ReasonOK {
-		return fail(r)
+		return Expect{Kind: k}, r
 	}
 	e.Kind = k
-	return e, nil
+	return e, ReasonOK
 }
 
 // Validate checks the address of e against the control connection: a
@@ -198,28 +206,36 @@ func ParseFTPLine(payload []byte, dir Direction) (Expect, error) {
 // client itself, else the line could aim a data connection elsewhere (the
 // FTP bounce attack). A 229 reply gets the VIP as its address.
 func (e Expect) Validate(vip, client netip.Addr) (Expect, error) {
+	v, r := e.validate(vip, client)
+	if r != ReasonOK {
+		return v, &LineError{Kind: e.Kind, Reason: r}
+	}
+	return v, nil
+}
+
+func (e Expect) validate(vip, client netip.Addr) (Expect, Reason) {
+	if e.Kind == KindEPSV {
+		e.Addr = vip
+		return e, ReasonOK
+	}
 	want := client
 	if e.Kind.Passive() {
 		want = vip
 	}
-	if e.Kind == KindEPSV {
-		e.Addr = vip
-		return e, nil
-	}
 	if e.Addr != want.Unmap() {
-		return Expect{Kind: e.Kind}, &LineError{Kind: e.Kind, Reason: ReasonAddress}
+		return Expect{Kind: e.Kind}, ReasonAddress
 	}
-	return e, nil
+	return e, ReasonOK
 }
 
 // Check is what the BPF parser computes for one segment: ParseFTPLine then
 // Validate. The Expect of a rejected line carries only its Kind.
 func Check(payload []byte, dir Direction, vip, client netip.Addr) (Expect, Reason) {
-	e, err := ParseFTPLine(payload, dir)
-	if err == nil && e.Kind != KindNone {
-		e, err = e.Validate(vip, client)
+	e, r := parseLine(payload, dir)
+	if r != ReasonOK || e.Kind == KindNone {
+		return e, r
 	}
-	return e, ReasonOf(err)
+	return e.validate(vip, client)
 }
 
 func lineKind(b []byte, dir Direction) Kind {

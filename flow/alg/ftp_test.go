@@ -210,7 +210,7 @@ func FuzzParseFTPLine(f *testing.F) {
 }
 
 func BenchmarkCheck(b *testing.B) {
-	for _, c := range []ftpCase{ftpCases[0], ftpCases[18], ftpCases[31], ftpCases[42]} {
+	for _, c := range benchCases(b) {
 		vip, client := c.peers()
 		line := []byte(c.line)
 		b.Run(c.name, func(b *testing.B) {
