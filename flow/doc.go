@@ -19,9 +19,54 @@
 // withPort) % M of its active table, records the flow and forwards. Mode nat
 // with USIP: destination address and port rewritten, client source kept,
 // IPv4 header and TCP/UDP checksums updated incrementally (an IPv4 UDP
-// checksum of 0 stays 0; a computed 0 is sent as 0xffff). Vservers that are
-// not STATELESS pass to the kernel (the stateful path is a later issue); DSR
-// is reserved (ModeDSR packets are dropped and counted).
+// checksum of 0 stays 0; a computed 0 is sent as 0xffff). Owned vservers
+// take the stateful path below; a vserver neither STATELESS nor Owned
+// passes to the kernel (ReasonPassNotStateless). DSR is reserved (ModeDSR
+// packets are dropped and counted).
+//
+// # The stateful path (Owned vservers; stateful.go, events.go)
+//
+// An Owned vserver's flow belongs to a pair: hashing.Owner((client address,
+// client port), live pairs of SetPairs), computed in BPF bit for bit (tested
+// over 10,000 keys), and within the pair to its active member (Pair.Local
+// on that node). At any other node the packet is steered to the owner: the
+// IP packet is encapsulated with bpf_xdp_adjust_head in Ethernet, an outer
+// IPv4 or IPv6 header (own backplane address -> the owner's), UDP (source
+// port from the owner key hash for the backplane's ECMP, destination
+// Config.SteerPort, checksum 0) and an 8-byte Tandem header (version 1,
+// flags: 1 = reply, reserved, pair id), then redirected after a fib lookup
+// (ReasonFwdSteer). The overhead is 36 bytes over IPv4, 56 over IPv6; VLAN
+// tags are not carried. The owner's program accepts steered packets only
+// from cluster members' backplane addresses (SetBackplane; else
+// ReasonDropSteerPeer), strips the header and handles the inner packet as
+// its owner, never steering it again (ReasonSteerLoop counts those its own
+// pairs map would have sent elsewhere, during a takeover). No kernel tunnel
+// is involved.
+//
+// At the owner, a flow-table miss creates the entry on the first packet —
+// for TCP only on a SYN: any other packet of an unknown flow passes to the
+// kernel (ReasonPassNoFlow) and is never given a fresh backend. The backend
+// is the vserver's Maglev slot (SOURCEIPHASH, SRCIPSRCPORTHASH), the next
+// of its list in turn (ROUNDROBIN: one shared position per vserver), or the
+// backend of its list with the fewest active owned flows on this node
+// (LEASTCONNECTION: a per-backend counter, +1 on create, -1 on the flow's
+// first FIN or RST, recounted from the flow table by ReconcileConns for
+// flows that end otherwise). A reply entry (rflows, keyed by the reply's
+// 5-tuple) rewrites backend -> client packets back to VIP:vport; replies
+// reaching a node without that entry are steered by (destination,
+// destination port), the same owner key, so both directions meet at the
+// owner whatever the routers' ECMP does. USIP OFF (VServer.SNAT): the
+// source becomes the owner pair's SNIP and a free port of its range (the
+// reply entry is (backend, SNIP:port), taken with BPF_NOEXIST); replies to a
+// SNIP are routed to the pair's active member, which announces it, and are
+// never steered.
+//
+// New and closed flows of mirrored vservers (VServer.Mirror, connFailover
+// STATEFUL) are written to a BPF ring buffer (Events); a full ring is
+// counted (ReasonEventLost) and healed by the mirror's periodic refresh,
+// which reads the flow table in batches (OwnedFlows). A takeover writes the
+// partner's mirrored flows and their reply entries with one batch update
+// per map and batch (InstallFlows).
 //
 // backend -> client. A bound service (address, port, protocol) belongs to
 // exactly one STATELESS vserver, so the source is rewritten back to
@@ -80,6 +125,8 @@
 // aligned word. Memory is MaxVServers*2*M*4 bytes (34 MB with the
 // defaults), sized at load. Backend id 0 means "no backend" (the packet is
 // dropped, ReasonDropNoBackend). The flow table is an LRU hash keyed by the
-// 5-tuple; its value leaves room for the stateful work (owner, flags,
-// timestamps). Counters are per-CPU arrays, summed by the readers here.
+// 5-tuple; its value holds backend, vserver, table epoch, flags, owner
+// pair, source NAT and timestamps; rflows, the reply entries of owned flows,
+// is an LRU hash of the same size. Counters are per-CPU arrays, summed by
+// the readers here.
 package flow
