@@ -15,10 +15,33 @@
  * The grammar is exactly that of ParseFTPLine in flow/alg (the reference;
  * agreement tests run both on the same lines): at most FTP_LINE_MAX bytes
  * are copied to the caller's scratch (a per-CPU map value) with
- * bpf_xdp_load_bytes, the line
- * ends at the first '\n' in them, and every loop is bounded by a constant.
- * Addresses are validated here: a reply must offer the VIP, a command must
- * name the client itself. Anything else is a reason, never an expectation.
+ * bpf_xdp_load_bytes, the line ends at the first '\n' in them, and every
+ * loop is bounded by a constant. Addresses are validated here: a reply must
+ * offer the VIP, a command must name the client itself. Anything else is a
+ * reason, never an expectation.
+ *
+ * Use from lb.c (the FTP vserver's control port, both directions):
+ *
+ *   struct {
+ *           __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+ *           __uint(max_entries, 1);
+ *           __type(key, __u32);
+ *           __type(value, struct ftp_scratch);
+ *   } ftp_scratch SEC(".maps");
+ *
+ *   struct ftp_result res;
+ *   ftp_parse(ctx, l4_off + tcp_hdr_len, ip_payload_len - tcp_hdr_len,
+ *             FTP_FROM_BACKEND, family, vip, client, sc, &res);
+ *   if (res.kind != FTP_KIND_NONE) {
+ *           if (res.reason == FTP_R_OK)
+ *                   ... insert the expectation (alg.Expectation) ...
+ *           else
+ *                   ... count res.reason ...
+ *   }
+ *
+ * The verifier processes about 94k instructions for one inlined call
+ * (flow/alg TestBPFVerifierBudget); a handler that calls it from two places
+ * pays twice, so keep it to one call site per handler.
  */
 #ifndef TANDEM_FTP_H
 #define TANDEM_FTP_H
@@ -81,8 +104,6 @@ struct ftp_scratch {
 	__u32 i;   /* cursor */
 };
 
-#define ftp_cur ftp_scratch
-
 static __always_inline __u32 ftp_i(const struct ftp_scratch *c)
 {
 	return *(const volatile __u32 *)&c->i;
@@ -137,7 +158,7 @@ static __always_inline __u8 ftp_upper(__u8 ch)
 	return ch >= 'a' && ch <= 'z' ? ch - 'a' + 'A' : ch;
 }
 
-static __always_inline void ftp_skip_spaces(struct ftp_cur *c)
+static __always_inline void ftp_skip_spaces(struct ftp_scratch *c)
 {
 	for (int k = 0; k < FTP_LINE_MAX; k++) {
 		if (ftp_peek(c) != ' ')
@@ -147,7 +168,7 @@ static __always_inline void ftp_skip_spaces(struct ftp_cur *c)
 }
 
 /* A decimal number of 1..max_digits digits, at most max. */
-static __always_inline int ftp_num(struct ftp_cur *c, int max_digits, __u32 max, __u32 *out)
+static __always_inline int ftp_num(struct ftp_scratch *c, int max_digits, __u32 max, __u32 *out)
 {
 	__u32 v = 0;
 	int d;
@@ -171,7 +192,7 @@ static __always_inline int ftp_num(struct ftp_cur *c, int max_digits, __u32 max,
 }
 
 /* h1,h2,h3,h4,p1,p2 */
-static __always_inline int ftp_six(struct ftp_cur *c, struct ftp_result *res)
+static __always_inline int ftp_six(struct ftp_scratch *c, struct ftp_result *res)
 {
 	__u32 v[6];
 	int r;
@@ -194,7 +215,7 @@ static __always_inline int ftp_six(struct ftp_cur *c, struct ftp_result *res)
 	return FTP_R_OK;
 }
 
-static __always_inline int ftp_end(struct ftp_cur *c)
+static __always_inline int ftp_end(struct ftp_scratch *c)
 {
 	ftp_skip_spaces(c);
 	return ftp_i(c) == ftp_len(c) ? FTP_R_OK : FTP_R_SYNTAX;
@@ -206,7 +227,7 @@ static __always_inline int ftp_delim_ok(__u8 ch)
 }
 
 /* RFC 2428 port field: 1..65535 followed by d. */
-static __always_inline int ftp_data_port(struct ftp_cur *c, __u8 d, struct ftp_result *res)
+static __always_inline int ftp_data_port(struct ftp_scratch *c, __u8 d, struct ftp_result *res)
 {
 	__u32 n;
 	int r = ftp_num(c, 5, 65535, &n);
@@ -222,7 +243,7 @@ static __always_inline int ftp_data_port(struct ftp_cur *c, __u8 d, struct ftp_r
 	return FTP_R_OK;
 }
 
-static __always_inline int ftp_pasv(struct ftp_cur *c, struct ftp_result *res)
+static __always_inline int ftp_pasv(struct ftp_scratch *c, struct ftp_result *res)
 {
 	ftp_set_i(c, 4);
 	for (int k = 0; k < FTP_LINE_MAX; k++) {
@@ -235,7 +256,7 @@ static __always_inline int ftp_pasv(struct ftp_cur *c, struct ftp_result *res)
 	return ftp_six(c, res);
 }
 
-static __always_inline int ftp_port(struct ftp_cur *c, struct ftp_result *res)
+static __always_inline int ftp_port(struct ftp_scratch *c, struct ftp_result *res)
 {
 	int r;
 
@@ -247,7 +268,7 @@ static __always_inline int ftp_port(struct ftp_cur *c, struct ftp_result *res)
 	return ftp_end(c);
 }
 
-static __always_inline int ftp_epsv(struct ftp_cur *c, struct ftp_result *res)
+static __always_inline int ftp_epsv(struct ftp_scratch *c, struct ftp_result *res)
 {
 	__u8 d;
 	int r;
@@ -274,7 +295,7 @@ static __always_inline int ftp_epsv(struct ftp_cur *c, struct ftp_result *res)
 }
 
 /* a.b.c.d followed by d */
-static __always_inline int ftp_quad(struct ftp_cur *c, __u8 d, struct ftp_result *res)
+static __always_inline int ftp_quad(struct ftp_scratch *c, __u8 d, struct ftp_result *res)
 {
 	__u32 v[4];
 	int r;
@@ -299,7 +320,7 @@ static __always_inline int ftp_quad(struct ftp_cur *c, __u8 d, struct ftp_result
 
 /* Hex groups with at most one "::", followed by d. Groups before the "::"
  * fill the address from the front, groups after it from the back. */
-static __always_inline int ftp_ipv6(struct ftp_cur *c, __u8 d, struct ftp_result *res)
+static __always_inline int ftp_ipv6(struct ftp_scratch *c, __u8 d, struct ftp_result *res)
 {
 	__u16 g[8] = {};
 	__u16 out[8] = {};
@@ -369,7 +390,7 @@ static __always_inline int ftp_ipv6(struct ftp_cur *c, __u8 d, struct ftp_result
 	return FTP_R_OK;
 }
 
-static __always_inline int ftp_eprt(struct ftp_cur *c, struct ftp_result *res)
+static __always_inline int ftp_eprt(struct ftp_scratch *c, struct ftp_result *res)
 {
 	__u8 d, proto;
 	int r;
@@ -414,7 +435,8 @@ static __always_inline void ftp_result_clear(struct ftp_result *res)
 }
 
 /* ftp_parse reads the control line at payload offset off (len bytes of
- * payload in the segment) sent in direction dir (FTP_FROM_*), on a control
+ * payload in the segment: take it from the IP header, not data_end, which
+ * counts Ethernet padding) sent in direction dir (FTP_FROM_*), on a control
  * connection of the given family between client and vip (four network
  * order words each, IPv4 in word 0). sc is the caller's scratch, a per-CPU
  * map value (see struct ftp_scratch). res is always filled: kind
