@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 /*
- * Tandem's stateless XDP data plane.
+ * Tandem's XDP data plane.
  *
- * One program, xdp_lb, runs on the node's front and back interfaces:
+ * One program, xdp_lb, runs on the node's front, back and backplane
+ * interfaces:
  *
  *   client -> VIP:port      vserver lookup (exact port, then "*"), flow table
  *                           (LRU), on a miss the vserver's Maglev table with
@@ -13,6 +14,11 @@
  *                           rewritten back to VIP:vport with no flow state.
  *   ICMP errors             translated so that path-MTU discovery works
  *                           through the cluster (see handle_icmp).
+ *   owned vservers          flows kept by their owner pair's active member,
+ *                           steered to it over the backplane in Tandem's own
+ *                           UDP encapsulation (see handle_owned, steer,
+ *                           handle_decap); new and closed flows reported on
+ *                           the events ring.
  *
  * Everything else passes to the kernel untouched. Malformed frames are never
  * forwarded: for a VIP they are dropped, otherwise passed, and counted by
@@ -41,6 +47,13 @@
  *   backend_fib   PERCPU_ARRAY backend id -> the same, for client -> backend
  *                 (an array lookup instead of a hash lookup).
  *   vserver_stats, backend_stats  PERCPU_ARRAY per vserver / backend counters.
+ *   pairs, self   ARRAY: the pairs (id, live, active member's backplane
+ *                 address, local, SNIP and port range) and this node's
+ *                 backplane address, written from membership.
+ *   rflows        LRU_HASH reply 5-tuple -> rflow: replies of owned flows.
+ *   vs_lists, rr_next, be_conns  ROUNDROBIN / LEASTCONNECTION state.
+ *   snat_next     ARRAY pair index -> SNAT port cursor.
+ *   events        RINGBUF of flow_event: new and closed mirrored flows.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
