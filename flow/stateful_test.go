@@ -48,7 +48,7 @@ const (
 	snipStr = "10.1.0.50"
 )
 
-func statefulEnv(t *testing.T) *testEnv {
+func statefulEnv(t testing.TB) *testEnv {
 	t.Helper()
 	e := newEnv(t, Config{MaxVServers: 16})
 	e.standard()
