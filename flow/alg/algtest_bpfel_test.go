@@ -37,6 +37,9 @@ type algtestFtpScratch struct {
 	Buf [128]uint8
 	Len uint32
 	I   uint32
+	G   [8]uint16
+	N   uint32
+	Gap int32
 }
 
 // Names of all BPF objects in the ELF.

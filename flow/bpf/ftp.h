@@ -39,7 +39,7 @@
  *                   ... count res.reason ...
  *   }
  *
- * The verifier processes about 94k instructions for one inlined call
+ * The verifier processes about 52k instructions for one inlined call
  * (flow/alg TestBPFVerifierBudget); a handler that calls it from two places
  * pays twice, so keep it to one call site per handler.
  */
@@ -102,7 +102,15 @@ struct ftp_scratch {
 	__u8 buf[FTP_LINE_MAX];
 	__u32 len; /* line length without its end */
 	__u32 i;   /* cursor */
+	/* IPv6 text: groups read, how many, where the "::" is (-1: none).
+	 * Kept here for the same reason as the cursor. */
+	__u16 g[8];
+	__u32 n;
+	__s32 gap;
 };
+
+#define FTP_GET(c, f) (*(const volatile typeof((c)->f) *)&(c)->f)
+#define FTP_SET(c, f, v) (*(volatile typeof((c)->f) *)&(c)->f = (v))
 
 static __always_inline __u32 ftp_i(const struct ftp_scratch *c)
 {
@@ -322,14 +330,16 @@ static __always_inline int ftp_quad(struct ftp_scratch *c, __u8 d, struct ftp_re
  * fill the address from the front, groups after it from the back. */
 static __always_inline int ftp_ipv6(struct ftp_scratch *c, __u8 d, struct ftp_result *res)
 {
-	__u16 g[8] = {};
 	__u16 out[8] = {};
-	int n = 0, gap = -1;
+	__s32 gap;
+	__u32 n;
 
+	FTP_SET(c, n, 0);
+	FTP_SET(c, gap, -1);
 	if (ftp_peek(c) == ':') {
 		if (ftp_at(c, ftp_i(c) + 1) != ':')
 			return FTP_R_SYNTAX;
-		gap = 0;
+		FTP_SET(c, gap, 0);
 		ftp_adv(c, 2);
 	}
 	for (int k = 0; k < 9; k++) {
@@ -338,7 +348,7 @@ static __always_inline int ftp_ipv6(struct ftp_scratch *c, __u8 d, struct ftp_re
 
 		if (ftp_peek(c) == d)
 			break;
-		if (n == 8)
+		if (FTP_GET(c, n) >= 8)
 			return FTP_R_SYNTAX;
 		for (int j = 0; j < 5; j++) {
 			int h = ftp_hex(ftp_peek(c));
@@ -353,8 +363,9 @@ static __always_inline int ftp_ipv6(struct ftp_scratch *c, __u8 d, struct ftp_re
 		}
 		if (digits == 0)
 			return FTP_R_SYNTAX;
-		g[n & 7] = v;
-		n++;
+		n = FTP_GET(c, n);
+		c->g[n & 7] = v;
+		FTP_SET(c, n, n + 1);
 		__u8 ch = ftp_peek(c);
 		if (ch == d)
 			continue;
@@ -362,9 +373,9 @@ static __always_inline int ftp_ipv6(struct ftp_scratch *c, __u8 d, struct ftp_re
 			return FTP_R_SYNTAX;
 		ftp_adv(c, 1);
 		if (ftp_peek(c) == ':') {
-			if (gap >= 0)
+			if (FTP_GET(c, gap) >= 0)
 				return FTP_R_SYNTAX;
-			gap = n;
+			FTP_SET(c, gap, FTP_GET(c, n));
 			ftp_adv(c, 1);
 		} else if (ftp_peek(c) == d) {
 			return FTP_R_SYNTAX;
@@ -372,17 +383,19 @@ static __always_inline int ftp_ipv6(struct ftp_scratch *c, __u8 d, struct ftp_re
 	}
 	if (ftp_peek(c) != d)
 		return FTP_R_SYNTAX;
+	n = FTP_GET(c, n);
+	gap = FTP_GET(c, gap);
 	if ((gap < 0 && n != 8) || (gap >= 0 && n > 7))
 		return FTP_R_SYNTAX;
 	ftp_adv(c, 1);
 	for (int k = 0; k < 8; k++) {
-		int pos = k;
+		__u32 pos = k;
 
 		if (k >= n)
 			break;
 		if (gap >= 0 && k >= gap)
 			pos = 8 - n + k;
-		out[pos & 7] = g[k];
+		out[pos & 7] = c->g[k];
 	}
 	res->family = 6;
 	for (int w = 0; w < 4; w++)
