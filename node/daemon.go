@@ -471,8 +471,40 @@ func (d *Daemon) reconcile() {
 func (d *Daemon) reconcileReturns(ctx context.Context, sp Speaker) {
 	d.mu.Lock()
 	serving := len(d.vips) > 0
+	st := d.stateful
 	d.mu.Unlock()
-	for _, p := range d.cfg.BGP.ReturnPrefixes {
+	prefixes := d.cfg.BGP.ReturnPrefixes
+	if d.cfg.SNIP.IsValid() {
+		// The pair's SNIP follows the member that owns the pair's flows.
+		snip := prefixOf(d.cfg.SNIP)
+		owning := st != nil && st.OwnsPair()
+		d.mu.Lock()
+		out := d.returns[snip]
+		d.mu.Unlock()
+		switch {
+		case owning && !out:
+			if err := sp.Announce(ctx, snip, config.PrefixReturn); err != nil {
+				if !errors.Is(err, bgp.ErrClosed) {
+					d.log.Warn("announcing the pair's SNIP", "snip", snip, "err", err)
+				}
+			} else {
+				d.log.Info("snip announced", "snip", snip)
+				d.mu.Lock()
+				d.returns[snip] = true
+				d.mu.Unlock()
+			}
+		case !owning && out:
+			if err := sp.Withdraw(ctx, snip); err != nil && !errors.Is(err, bgp.ErrClosed) {
+				d.log.Warn("withdrawing the pair's SNIP", "snip", snip, "err", err)
+			} else {
+				d.log.Info("snip withdrawn", "snip", snip)
+				d.mu.Lock()
+				d.returns[snip] = false
+				d.mu.Unlock()
+			}
+		}
+	}
+	for _, p := range prefixes {
 		d.mu.Lock()
 		out := d.returns[p]
 		d.mu.Unlock()
@@ -688,6 +720,7 @@ func (d *Daemon) startStateful(ctx context.Context, cl Membership, prepend *func
 		Self:   d.cfg.NodeID,
 		Listen: netip.AddrPortFrom(d.cfg.Memberlist.BindAddr, BackplanePort),
 		Auth:   mirror.Auth{PSK: MirrorPSK(keys[0])},
+		SNIP:   d.cfg.SNIP,
 		Logger: d.log.With("component", "stateful"),
 	}, sdp, scl, d.programmer)
 	if err != nil {

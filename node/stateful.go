@@ -103,6 +103,10 @@ type StatefulConfig struct {
 	Listen netip.AddrPort
 	// Auth authenticates the mirroring channel (required).
 	Auth mirror.Auth
+	// SNIP is the pair's source address for USIP OFF flows (invalid: none),
+	// SNATPorts its port range (zero: 1024-65535).
+	SNIP      netip.Addr
+	SNATPorts [2]uint16
 	// Tick is the PairMachine's tick (default 100 ms).
 	Tick time.Duration
 	// Store sizes the standby store (defaults of standby.Config).
@@ -134,6 +138,7 @@ type Stateful struct {
 	alive        bool
 	partnerRole  mirror.Role
 	partnerEpoch uint64
+	owning       bool // the pair machine's role owns the flows (OwnsPair)
 }
 
 // NewStateful returns the wiring; Run starts it.
@@ -272,6 +277,9 @@ func (s *Stateful) observe(ctx context.Context) {
 		s.perform(ctx, pm)
 		st := pm.Status()
 		s.cl.SetPairRole(uint8(st.Role), st.Epoch)
+		s.mu.Lock()
+		s.owning = owns(st.Role)
+		s.mu.Unlock()
 	}
 	s.programPairs(pairs, members)
 }
@@ -295,6 +303,7 @@ func (s *Stateful) programPairs(pairs []cluster.PairStatus, members []cluster.Me
 			if fps[i].ID != pair {
 				continue
 			}
+			fps[i].SNIP, fps[i].SNATPorts = s.cfg.SNIP, s.cfg.SNATPorts
 			switch st.Role {
 			case mirror.RoleActive, mirror.RoleTakenOver:
 				fps[i].Live, fps[i].Local, fps[i].Active = true, true, s.cfg.Listen.Addr()
@@ -594,6 +603,14 @@ func (t *translatingInstaller) InstallBatch(entries []standby.Entry) error {
 	n, err := t.dp.InstallFlows(out, t.owner)
 	t.installed += n
 	return err
+}
+
+// OwnsPair reports whether this node owns its pair's flows (active or
+// taken over): it then source-NATs to the SNIP and announces it.
+func (s *Stateful) OwnsPair() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.owning
 }
 
 // RPCNodes is `show rpcnode`: this node's mirroring link.

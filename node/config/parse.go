@@ -283,6 +283,7 @@ func (c *Config) decode(root *yaml.Node) error {
 		"interfaces":   {set: c.Interfaces.decode, why: "the data-path interfaces (at least front)"},
 		"memberlist":   {set: c.Memberlist.decode, why: "the gossip bind address and keyring"},
 		"partner":      {set: str(&c.Partner)},
+		"snip":         {set: addr(&c.SNIP)},
 		"bgp":          {set: c.BGP.decode},
 		"drainTime":    {set: duration(&c.DrainTime)},
 		"vipInterface": {set: nonEmpty(&c.VIPInterface)},
