@@ -193,6 +193,15 @@ func (s *Stateful) Run(ctx context.Context) error {
 			if n%10 == 0 {
 				s.dropDisabled()
 			}
+			if n%100 == 0 {
+				// LEASTCONNECTION counts flows that ended without FIN or
+				// RST (UDP, idle, evicted) until recounted.
+				if rc, ok := s.dp.(interface{ ReconcileConns() error }); ok {
+					if err := rc.ReconcileConns(); err != nil {
+						s.log.Warn("recounting active flows", "err", err)
+					}
+				}
+			}
 		}
 	}
 }
