@@ -238,21 +238,34 @@ func (d *Datapath) ActiveFlows(beID uint32) (int64, error) {
 	return n, nil
 }
 
+// Idle times after which ReconcileConns no longer counts an owned flow as
+// active (the standby store's default TTLs).
+const (
+	TCPIdleActive = 360 * time.Second
+	UDPIdleActive = 120 * time.Second
+)
+
 // ReconcileConns recounts the LEASTCONNECTION counters from the flow table
-// (owned flows not closing) and writes them. The program keeps them by +1
-// on creation and -1 on the first FIN or RST; flows that end otherwise (UDP,
-// idle TCP, LRU eviction) are only removed by a recount, which the control
-// plane runs periodically. A flow created during the recount may be counted
-// once less until the next one.
+// (owned flows not closing, seen within TCPIdleActive or UDPIdleActive)
+// and writes them. The program keeps them by +1 on creation and -1 on the
+// first FIN or RST; flows that end otherwise (UDP, idle TCP, LRU eviction)
+// are only removed by a recount, which the control plane runs
+// periodically. A flow created during the recount may be counted once
+// less until the next one.
 func (d *Datapath) ReconcileConns() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.objs == nil {
 		return ErrClosed
 	}
+	now := uint64(monoNow())
 	counts := make(map[uint32]int64)
 	err := d.iterateFlows(func(k *lbFlowKey, v *lbFlow) bool {
-		if v.Flags&FlowFlagOwned != 0 && v.Flags&FlowFlagClosing == 0 {
+		idle := uint64(TCPIdleActive)
+		if k.Proto == uint8(ProtoUDP) {
+			idle = uint64(UDPIdleActive)
+		}
+		if v.Flags&FlowFlagOwned != 0 && v.Flags&FlowFlagClosing == 0 && now-v.SeenNs < idle {
 			counts[v.BackendId]++
 		}
 		return true
