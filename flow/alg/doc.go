@@ -63,9 +63,10 @@
 // state in the per-CPU scratch value and reads them back with volatile
 // loads. The verifier does not track values in map memory, so it verifies
 // the grammar once instead of once per way of splitting the line into
-// fields: about 52k processed instructions for the test program
-// (TestBPFVerifierBudget, budget 75k), against more than the 1M limit with
-// the cursor in a register (and 94k with the IPv6 state on the stack).
+// fields: about 45k processed instructions for the test program compiled
+// with -mcpu=v3 like lb.c (TestBPFVerifierBudget, budget 75k), against more
+// than the 1M limit with the cursor in a register (and 94k with the IPv6
+// state on the stack).
 //
 // # TLS: ClientHello and SSL_BRIDGE persistence
 //

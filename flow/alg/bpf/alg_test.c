@@ -60,6 +60,7 @@ int xdp_alg_test(struct xdp_md *ctx)
 	struct alg_cfg *cfg;
 	struct tcphdr *tcp;
 	__u32 zero = 0, off;
+	void *payload;
 
 	res = bpf_map_lookup_elem(&alg_out, &zero);
 	cfg = bpf_map_lookup_elem(&alg_cfg_map, &zero);
@@ -88,10 +89,11 @@ int xdp_alg_test(struct xdp_md *ctx)
 	}
 	if ((void *)(tcp + 1) > end || tcp->doff < 5)
 		return XDP_PASS;
-	off = (void *)tcp - data + tcp->doff * 4;
-	if (data + off > end)
+	payload = (void *)tcp + (__u64)tcp->doff * 4;
+	if (payload > end)
 		return XDP_PASS;
-	ftp_parse(ctx, off, end - data - off, cfg->dir, cfg->family, cfg->vip, cfg->client,
-		  line, res);
+	off = payload - data;
+	ftp_parse(ctx, off, end - payload, cfg->dir, cfg->family, cfg->vip, cfg->client, line,
+		  res);
 	return XDP_PASS;
 }
