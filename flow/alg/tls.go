@@ -12,6 +12,7 @@ const (
 	tlsRecordHandshake = 22
 	tlsMaxRecord       = 1<<14 + 256 // TLSPlaintext limit with some slack for old stacks
 	tlsClientHello     = 1
+	tlsServerHello     = 2
 
 	// MaxClientHello bounds the handshake message ParseClientHello
 	// reassembles. A ClientHello with post-quantum key shares is about
@@ -33,7 +34,9 @@ var (
 	ErrNotTLS = errors.New("not a tls handshake record")
 	// ErrNotClientHello: a handshake record, but not a ClientHello.
 	ErrNotClientHello = errors.New("tls handshake is not a client hello")
-	// ErrMalformedHello: a ClientHello that breaks RFC 8446/5246 framing.
+	// ErrNotServerHello: a handshake record, but not a ServerHello.
+	ErrNotServerHello = errors.New("tls handshake is not a server hello")
+	// ErrMalformedHello: a hello that breaks RFC 8446/5246 framing.
 	ErrMalformedHello = errors.New("malformed tls client hello")
 )
 
@@ -76,59 +79,74 @@ func (h ClientHello) OffersTicket() bool { return h.Ticket || h.PSK }
 // handshake message may span several handshake records. It returns
 // ErrNeedMore while b is a valid prefix of a ClientHello.
 func ParseClientHello(b []byte) (ClientHello, error) {
+	msg, n, err := firstHandshake(b, tlsClientHello, false)
+	if err != nil {
+		return ClientHello{}, err
+	}
+	h, err := parseHelloBody(msg)
+	if err != nil {
+		return ClientHello{}, err
+	}
+	h.Len = n
+	return h, nil
+}
+
+// firstHandshake reassembles the handshake message of type typ at the start
+// of the record stream b and returns its body and how many bytes of b its
+// records take. A client sends nothing after its hello before the server
+// answers, so trailing handshake bytes in the hello's last record are an
+// error unless trailing is set (a server's hello shares its record with the
+// certificate and what follows).
+func firstHandshake(b []byte, typ byte, trailing bool) ([]byte, int, error) {
+	notType := ErrNotClientHello
+	if typ != tlsClientHello {
+		notType = ErrNotServerHello
+	}
 	var msg []byte // handshake bytes gathered from records
 	want := -1     // handshake message length with its header, once known
 	pos := 0
 	for want < 0 || len(msg) < want {
 		if len(b)-pos < tlsRecordHeader {
 			if pos == 0 && len(b) > 0 && b[0] != tlsRecordHandshake {
-				return ClientHello{}, ErrNotTLS
+				return nil, 0, ErrNotTLS
 			}
-			return ClientHello{}, ErrNeedMore
+			return nil, 0, ErrNeedMore
 		}
 		h := b[pos : pos+tlsRecordHeader]
 		if h[0] != tlsRecordHandshake || h[1] != 3 {
 			if pos == 0 {
-				return ClientHello{}, ErrNotTLS
+				return nil, 0, ErrNotTLS
 			}
-			return ClientHello{}, fmt.Errorf("record of type %d inside the client hello: %w", h[0], ErrMalformedHello)
+			return nil, 0, fmt.Errorf("record of type %d inside the hello: %w", h[0], ErrMalformedHello)
 		}
 		n := int(binary.BigEndian.Uint16(h[3:]))
 		if n == 0 || n > tlsMaxRecord {
-			return ClientHello{}, fmt.Errorf("handshake record of %d bytes: %w", n, ErrMalformedHello)
+			return nil, 0, fmt.Errorf("handshake record of %d bytes: %w", n, ErrMalformedHello)
 		}
 		pos += tlsRecordHeader
 		avail := min(n, len(b)-pos)
 		msg = append(msg, b[pos:pos+avail]...)
+		if len(msg) > 0 && msg[0] != typ {
+			return nil, 0, notType
+		}
 		if want < 0 && len(msg) >= 4 {
-			if msg[0] != tlsClientHello {
-				return ClientHello{}, ErrNotClientHello
-			}
 			l := int(msg[1])<<16 | int(msg[2])<<8 | int(msg[3])
 			if l > MaxClientHello {
-				return ClientHello{}, fmt.Errorf("client hello of %d bytes, more than %d: %w", l, MaxClientHello, ErrMalformedHello)
+				return nil, 0, fmt.Errorf("hello of %d bytes, more than %d: %w", l, MaxClientHello, ErrMalformedHello)
 			}
 			want = 4 + l
 		}
-		if want < 0 && len(msg) > 0 && msg[0] != tlsClientHello {
-			return ClientHello{}, ErrNotClientHello
+		// A server's hello is complete before its record is (the
+		// certificate follows); a client's record must be whole.
+		if avail < n && (!trailing || want < 0 || len(msg) < want) {
+			return nil, 0, ErrNeedMore
 		}
-		if avail < n {
-			return ClientHello{}, ErrNeedMore
-		}
-		pos += n
+		pos += avail
 	}
-	if len(msg) != want {
-		// The last record holds more than the ClientHello: a client sends
-		// nothing else before the server's reply.
-		return ClientHello{}, fmt.Errorf("%d bytes after the client hello in its record: %w", len(msg)-want, ErrMalformedHello)
+	if len(msg) != want && !trailing {
+		return nil, 0, fmt.Errorf("%d bytes after the hello in its record: %w", len(msg)-want, ErrMalformedHello)
 	}
-	h, err := parseHelloBody(msg[4:])
-	if err != nil {
-		return ClientHello{}, err
-	}
-	h.Len = pos
-	return h, nil
+	return msg[4:want], pos, nil
 }
 
 // reader reads big-endian fields; any overrun sets bad.
@@ -270,4 +288,95 @@ func serverName(data reader) (string, error) {
 		name = string(v.b)
 	}
 	return name, nil
+}
+
+// ServerHello is what a session-id table learns from a backend's answer:
+// the id the server assigned (TLS 1.2) and whether it resumed a session.
+type ServerHello struct {
+	// Version is the negotiated version: supported_versions if present
+	// (TLS 1.3), else legacy_version.
+	Version uint16
+	// SessionID is the server's legacy_session_id: in TLS 1.2 the id of the
+	// new session, or the client's offered id echoed when it resumes; in
+	// TLS 1.3 the client's id echoed, meaning nothing.
+	SessionID []byte
+	// PSK: the server accepted a TLS 1.3 pre-shared key (resumption).
+	PSK bool
+	// HelloRetry: this is a TLS 1.3 HelloRetryRequest, not a hello.
+	HelloRetry bool
+	// Len is how many bytes of the stream were read to complete the
+	// ServerHello: its records' headers and bytes up to the last one read,
+	// which may end inside a record holding more messages.
+	Len int
+}
+
+// helloRetryRandom marks a HelloRetryRequest (RFC 8446 4.1.3).
+var helloRetryRandom = [32]byte{
+	0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
+	0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+}
+
+// ParseServerHello reads the ServerHello at the start of what a backend
+// sends on a TLS connection. Handshake messages after it in the same record
+// (Certificate, ServerHelloDone) are left alone.
+func ParseServerHello(b []byte) (ServerHello, error) {
+	msg, n, err := firstHandshake(b, tlsServerHello, true)
+	if err != nil {
+		return ServerHello{}, err
+	}
+	r := reader{b: msg}
+	var h ServerHello
+	h.Version = uint16(r.u16())
+	random := r.bytes(32)
+	sid := r.vec(1)
+	r.u16() // cipher suite
+	r.u8()  // compression method
+	if r.bad {
+		return ServerHello{}, malformed("truncated server hello")
+	}
+	if len(sid.b) > 32 {
+		return ServerHello{}, malformed("session id longer than 32 bytes")
+	}
+	h.SessionID = append([]byte(nil), sid.b...)
+	h.HelloRetry = [32]byte(random) == helloRetryRandom
+	h.Len = n
+	if len(r.b) == 0 {
+		return h, nil
+	}
+	exts := r.vec(2)
+	if r.bad || len(r.b) != 0 {
+		return ServerHello{}, malformed("server hello extensions block")
+	}
+	seen := map[int]bool{}
+	for len(exts.b) > 0 {
+		typ := exts.u16()
+		data := exts.vec(2)
+		if exts.bad {
+			return ServerHello{}, malformed("truncated extension")
+		}
+		if seen[typ] {
+			return ServerHello{}, malformed(fmt.Sprintf("extension %d twice", typ))
+		}
+		seen[typ] = true
+		switch typ {
+		case extSupportedVersions:
+			if len(data.b) != 2 {
+				return ServerHello{}, malformed("server supported_versions")
+			}
+			h.Version = uint16(data.u16())
+		case extPreSharedKey:
+			h.PSK = true
+		}
+	}
+	return h, nil
+}
+
+// Resumed reports whether the server resumed the session the client
+// offered: a TLS 1.3 PSK, or in TLS 1.2 the client's non-empty session id
+// echoed back (RFC 5246 7.4.1.3, also how a server accepts a ticket).
+func Resumed(c ClientHello, s ServerHello) bool {
+	if s.Version >= 0x0304 {
+		return s.PSK
+	}
+	return len(s.SessionID) > 0 && string(s.SessionID) == string(c.SessionID)
 }
