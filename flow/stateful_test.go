@@ -512,3 +512,46 @@ func TestInstallFlows(t *testing.T) {
 		t.Errorf("owned mirrored flows %+v, want the vsRR flow only", got)
 	}
 }
+
+// TestSteerIPv6Backplane: over an IPv6 backplane the outer header is IPv6
+// (payload length, next header UDP, hop limit 64), every byte checked, and
+// the owner decapsulates it.
+func TestSteerIPv6Backplane(t *testing.T) {
+	e := statefulEnv(t)
+	self6, peer6 := ip("fd01::1"), ip("fd01::20")
+	if out, err := e.ns.Run("ip", "-6", "neigh", "add", peer6.String(), "lladdr", neighMAC(0x20).String(), "dev", "tfa", "nud", "permanent"); err != nil {
+		t.Fatalf("neighbour: %v: %s", err, out)
+	}
+	e.must(e.dp.SetBackplane(self6, []netip.Addr{self6, peer6}))
+	e.must(e.dp.SetPairs([]Pair{{ID: 7, Live: true, Active: peer6}}))
+	client, vip := ap("10.2.0.5:40000"), ap("10.100.0.7:80")
+	inner := tcpIP(client, vip, tcpSYN, []byte("v6 backplane"))
+	v, out := e.run(ethFrame(e.macB, e.routerMAC, nil, ethIPv4, inner))
+	if v != xdpRedirect {
+		t.Fatalf("verdict %s (reasons %v)", verdictName(v), e.reasons())
+	}
+	h := make([]byte, 40)
+	h[0] = 0x60
+	binary.BigEndian.PutUint16(h[4:], uint16(8+8+len(inner)))
+	h[6], h[7] = protoUDP, 64
+	copy(h[8:], self6.AsSlice())
+	copy(h[24:], peer6.AsSlice())
+	u := make([]byte, 16)
+	binary.BigEndian.PutUint16(u[0:], 0xc000|uint16(hashing.PacketHash(hashing.OwnerSeed, client.Addr(), client.Port(), true)&0x3fff))
+	binary.BigEndian.PutUint16(u[2:], DefaultSteerPort)
+	binary.BigEndian.PutUint16(u[4:], uint16(8+8+len(inner)))
+	u[8] = 1
+	binary.BigEndian.PutUint32(u[12:], 7)
+	want := append(append(ethFrame(neighMAC(0x20), e.macA, nil, ethIPv6, h), u...), inner...)
+	diffFrames(t, "steered over IPv6", out, want)
+
+	// at the owner (fd01::20): decapsulated and forwarded to the backend
+	e.must(e.dp.SetBackplane(peer6, []netip.Addr{self6, peer6}))
+	e.must(e.dp.SetPairs([]Pair{{ID: 7, Live: true, Local: true, Active: peer6}}))
+	in := append([]byte(nil), want...)
+	copy(in[0:6], e.macA)
+	copy(in[14+8:], self6.AsSlice())
+	copy(in[14+24:], peer6.AsSlice())
+	be := ap("10.1.0.10:9090")
+	e.expectForward(t, in, tcpFrame(neighMACFor(be.Addr()), e.macA, client, be, tcpSYN, []byte("v6 backplane")))
+}
