@@ -72,8 +72,14 @@
 //
 // ParseClientHello reads a ClientHello from the first bytes of a TLS
 // connection (record header, handshake header, legacy session id, and the
-// server_name extension), across several records if the hello is split.
-// SSL_BRIDGE vservers never terminate TLS; the ClientHello is only read.
+// server_name, supported_versions, session_ticket and pre_shared_key
+// extensions), across several records if the hello is split.
+// ParseServerHello reads the backend's answer (the session id it assigned,
+// the negotiated version, a HelloRetryRequest), and Resumed tells whether it
+// resumed what the client offered. SSL_BRIDGE vservers never terminate TLS;
+// the hellos are only read. Tested on hellos of crypto/tls (TLS 1.2 and 1.3,
+// tickets, PSK, HelloRetryRequest) and of OpenSSL's s_client/s_server with
+// a real TLS 1.2 session-id resumption.
 //
 // What persistence on the TLS session id can do at L4 is limited: the
 // backend is chosen at the SYN, and the ClientHello arrives after the
@@ -87,15 +93,19 @@
 //  1. SOURCEIP persistence for SSL_BRIDGE vservers whose clients resume
 //     sessions. It is decided at the SYN, is a pure function of the packet
 //     in STATELESS mode and is mirrored in STATEFUL mode, and it lands a
-//     resuming client on the backend that holds its session in practically
-//     every case (a client changes address rarely within a session's
-//     lifetime). Clients that resume with TLS 1.3 tickets or session tickets
-//     carry their state with them and need no persistence at all.
+//     resuming client on the backend that holds its session in the common
+//     case (a client rarely changes address within a session's lifetime;
+//     clients behind a pool of NAT addresses may). Clients that resume with
+//     tickets (TLS 1.2 session tickets, TLS 1.3 PSK) carry their state with
+//     them and need no persistence when the backends share ticket keys.
 //  2. SSLSESSION persistence as a table the owner keeps: session id ->
 //     backend, learned from the ServerHello of connections that completed
-//     (the id the server assigned) and consulted when the ClientHello of a
-//     NEW connection offers that id. It can only act if the connection is
-//     still unbound, which in nat mode it never is; it becomes possible
+//     (the id the server assigned; crypto/tls servers assign none, OpenSSL
+//     ones do) and consulted when the ClientHello of a NEW connection offers
+//     that id. Only TLS 1.2 session ids mean anything: TLS 1.3 ids are
+//     random and TLS 1.3 resumes with PSK tickets. It can only act if the
+//     connection is still unbound, which in nat mode it never is; it
+//     becomes possible
 //     with a SYN-proxy mode (the owner answers the SYN with a cookie, and
 //     binds and replays once the ClientHello is read), which is future
 //     work. Until then a resumed session reaches its backend through
