@@ -44,11 +44,18 @@ const (
 	KindEPRT Kind = 4 // "EPRT |1|a.b.c.d|port|" or "EPRT |2|ipv6|port|"
 )
 
-var kindNames = [...]string{"none", "pasv", "epsv", "port", "eprt"}
-
 func (k Kind) String() string {
-	if int(k) < len(kindNames) {
-		return kindNames[k]
+	switch k {
+	case KindNone:
+		return "none"
+	case KindPASV:
+		return "pasv"
+	case KindEPSV:
+		return "epsv"
+	case KindPORT:
+		return "port"
+	case KindEPRT:
+		return "eprt"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -72,11 +79,23 @@ const (
 	ReasonMax     Reason = 7
 )
 
-var reasonNames = [...]string{"ok", "too-long", "partial", "syntax", "range", "family", "address"}
-
+// String is the reason's name in counters and logs.
 func (r Reason) String() string {
-	if int(r) < len(reasonNames) {
-		return reasonNames[r]
+	switch r {
+	case ReasonOK:
+		return "ok"
+	case ReasonTooLong:
+		return "too-long"
+	case ReasonPartial:
+		return "partial"
+	case ReasonSyntax:
+		return "syntax"
+	case ReasonRange:
+		return "range"
+	case ReasonFamily:
+		return "family"
+	case ReasonAddress:
+		return "address"
 	}
 	return fmt.Sprintf("reason(%d)", uint8(r))
 }
@@ -92,12 +111,21 @@ var (
 	ErrAddress = errors.New("ftp data address is neither the VIP nor the client")
 )
 
-var reasonErrs = [...]error{nil, ErrTooLong, ErrPartial, ErrSyntax, ErrRange, ErrFamily, ErrAddress}
-
 // Err is the sentinel error of r, nil for ReasonOK.
 func (r Reason) Err() error {
-	if int(r) < len(reasonErrs) {
-		return reasonErrs[r]
+	switch r {
+	case ReasonOK:
+		return nil
+	case ReasonTooLong:
+		return ErrTooLong
+	case ReasonPartial:
+		return ErrPartial
+	case ReasonRange:
+		return ErrRange
+	case ReasonFamily:
+		return ErrFamily
+	case ReasonAddress:
+		return ErrAddress
 	}
 	return ErrSyntax
 }

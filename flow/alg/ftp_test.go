@@ -223,3 +223,16 @@ func BenchmarkCheck(b *testing.B) {
 		})
 	}
 }
+
+func TestNames(t *testing.T) {
+	for r := ReasonOK; r <= ReasonMax; r++ {
+		err := r.Err()
+		if (r == ReasonOK) != (err == nil) || (r != ReasonOK && ReasonOf(&LineError{Reason: r}) != r) {
+			t.Errorf("reason %v: error %v", r, err)
+		}
+		t.Logf("%d %v %v", r, r, err)
+	}
+	if KindEPRT.String() != "eprt" || Kind(9).String() != "kind(9)" || !KindEPSV.Passive() || KindPORT.Passive() {
+		t.Error("kind names")
+	}
+}

@@ -310,11 +310,9 @@ type ServerHello struct {
 	Len int
 }
 
-// helloRetryRandom marks a HelloRetryRequest (RFC 8446 4.1.3).
-var helloRetryRandom = [32]byte{
-	0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
-	0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
-}
+// helloRetryRandom is the random of a HelloRetryRequest (RFC 8446 4.1.3).
+const helloRetryRandom = "\xcf\x21\xad\x74\xe5\x9a\x61\x11\xbe\x1d\x8c\x02\x1e\x65\xb8\x91" +
+	"\xc2\xa2\x11\x16\x7a\xbb\x8c\x5e\x07\x9e\x09\xe2\xc8\xa8\x33\x9c"
 
 // ParseServerHello reads the ServerHello at the start of what a backend
 // sends on a TLS connection. Handshake messages after it in the same record
@@ -338,7 +336,7 @@ func ParseServerHello(b []byte) (ServerHello, error) {
 		return ServerHello{}, malformed("session id longer than 32 bytes")
 	}
 	h.SessionID = append([]byte(nil), sid.b...)
-	h.HelloRetry = [32]byte(random) == helloRetryRandom
+	h.HelloRetry = string(random) == helloRetryRandom
 	h.Len = n
 	if len(r.b) == 0 {
 		return h, nil
