@@ -20,6 +20,9 @@ if ((${#missing[@]})); then
 fi
 # Debian starts bird.service on install where systemd runs; the lab runs its
 # own BIRD processes in namespaces and needs no host daemon.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet bird 2>/dev/null; then
-	systemctl stop bird || true
-fi
+# Likewise vsftpd: tests run their own in namespaces.
+for svc in bird vsftpd; do
+	if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+		systemctl stop "$svc" || true
+	fi
+done
