@@ -62,6 +62,12 @@ type StatefulCluster interface {
 	SetPairRole(role uint8, epoch uint64)
 }
 
+// MirrorIDSource maps data-plane vserver ids to the ids mirrored entries
+// carry and back; *Programmer implements it (MirrorIDs).
+type MirrorIDSource interface {
+	MirrorIDs() (toMirror, toDataPlane map[uint32]uint32, mirrored map[uint32]bool)
+}
+
 func owns(r mirror.Role) bool { return r == mirror.RoleActive || r == mirror.RoleTakenOver }
 
 // MirrorPSK derives the mirroring channel's pre-shared key from the
@@ -121,7 +127,7 @@ type Stateful struct {
 	cfg   StatefulConfig
 	dp    StatefulDataPlane
 	cl    StatefulCluster
-	prog  *Programmer
+	prog  MirrorIDSource
 	store *standby.Store
 	log   *slog.Logger
 	in    chan func()
@@ -142,7 +148,7 @@ type Stateful struct {
 }
 
 // NewStateful returns the wiring; Run starts it.
-func NewStateful(cfg StatefulConfig, dp StatefulDataPlane, cl StatefulCluster, prog *Programmer) (*Stateful, error) {
+func NewStateful(cfg StatefulConfig, dp StatefulDataPlane, cl StatefulCluster, prog MirrorIDSource) (*Stateful, error) {
 	if cfg.Tick == 0 {
 		cfg.Tick = 100 * time.Millisecond
 	}
@@ -360,18 +366,9 @@ func (s *Stateful) perform(ctx context.Context, pm *mirror.PairMachine) {
 			// the pairs map follows the machine's role on the next observe
 		case mirror.Announce:
 			// Claims and releases reach the cluster as the gossiped pair
-			// role and epoch (observe publishes them); a takeover also
-			// declares the dead partner dead, the one immediate broadcast.
-			if e.Claim && e.Node == s.cfg.Self {
-				s.mu.Lock()
-				partner, alive := s.partner, s.alive
-				s.mu.Unlock()
-				if !alive {
-					// The one broadcast the cluster has: the partner is
-					// dead, so this node is the pair's active member.
-					s.cl.DeclareDead(partner)
-				}
-			}
+			// role and epoch (observe publishes them); a takeover from a
+			// dead partner also declares it dead (takeOver), the one
+			// immediate broadcast the cluster has.
 		}
 	}
 }
@@ -512,6 +509,18 @@ func (s *Stateful) takeOver(e mirror.TakeOver) {
 		s.log.Error("takeover", "owner", e.Owner, "installed", n, "err", err)
 	}
 	s.log.Info("took over the pair's flows", "pair", pair, "from", e.Owner, "installed", inst.installed, "took", time.Since(start))
+	dead := false
+	if pm := s.machine(); pm != nil {
+		dead = !pm.PartnerUp()
+	}
+	if !e.Handback && e.Epoch != 0 && dead {
+		// The partner is dead (its link closed and the probe failed, or
+		// memberlist said so): tell the cluster at once, so every node
+		// steers the pair's flows here within a gossip round instead of
+		// after memberlist's suspicion. (A partner that restarted is alive:
+		// it is not declared.)
+		s.cl.DeclareDead(e.Owner)
+	}
 	s.programPairs(s.cl.Pairs(), s.cl.Members())
 }
 
@@ -592,7 +601,7 @@ func (m mirrorSource) Snapshot(fn func(standby.Entry) bool) {
 // ids.
 type translatingInstaller struct {
 	dp        StatefulDataPlane
-	prog      *Programmer
+	prog      MirrorIDSource
 	owner     uint32
 	toDP      map[uint32]uint32
 	installed int

@@ -280,6 +280,10 @@ func (m *PairMachine) Status() PairStatus {
 	return s
 }
 
+// PartnerUp reports whether the machine believes its partner alive: false
+// after memberlist declared it dead or a probe failed or timed out.
+func (m *PairMachine) PartnerUp() bool { return m.partnerAlive }
+
 func (m *PairMachine) protection() (bool, string) {
 	switch {
 	case m.st.Role == RoleJoining:
