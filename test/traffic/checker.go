@@ -85,6 +85,12 @@ type Config struct {
 	Seed uint64
 	// Carrier is optional; without it no flow counts as moved.
 	Carrier Carrier
+	// CheckSource fails a flow whose backend saw it come from another
+	// address than the client's own (the Peer of its hello and replies),
+	// with ReasonSource: the check that the load balancer keeps the
+	// client's source IP and port (USIP). Off by default: a proxy in the
+	// path changes the source on purpose.
+	CheckSource bool
 	// Stop, when closed, ends the run early as Duration would: flows finish
 	// their round trip and close, and count as kept. Optional: the chaos
 	// runner sets a long Duration and closes Stop once its scenario is over.
@@ -194,6 +200,7 @@ const (
 	ReasonTimeout  Reason = "timeout"  // no round trip within StallTimeout
 	ReasonClosed   Reason = "closed"   // orderly close by the peer
 	ReasonSwitched Reason = "switched" // a reply came from another backend
+	ReasonSource   Reason = "source"   // the backend saw another client address (CheckSource)
 	ReasonCorrupt  Reason = "corrupt"  // bad CRC, wrong echo, unexpected record
 	ReasonOther    Reason = "error"    // any other socket error
 )
@@ -434,6 +441,8 @@ func classify(err error) Reason {
 		return ReasonCorrupt
 	case errors.Is(err, errSwitched):
 		return ReasonSwitched
+	case errors.Is(err, errSource):
+		return ReasonSource
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return ReasonReset
 	case errors.Is(err, syscall.ECONNREFUSED):
@@ -449,7 +458,24 @@ func classify(err error) Reason {
 var (
 	errProtocol = errors.New("unexpected record")
 	errSwitched = errors.New("backend switched mid-flow")
+	errSource   = errors.New("backend saw another client address")
 )
+
+// checkPeer verifies, with CheckSource, that the backend saw the flow come
+// from the client's own address and port.
+func (f *flow) checkPeer(peer string) error {
+	if !f.cfg.CheckSource {
+		return nil
+	}
+	ap, err := netip.ParseAddrPort(peer)
+	if err != nil {
+		return fmt.Errorf("backend reported peer %q: %w", peer, errSource)
+	}
+	if ap.Addr().Unmap() != f.res.Src.Addr().Unmap() || ap.Port() != f.res.Src.Port() {
+		return fmt.Errorf("backend saw the flow from %s, the client is %s: %w", ap, f.res.Src, errSource)
+	}
+	return nil
+}
 
 func (f *flow) run() {
 	f.res.Start = time.Now()
@@ -502,6 +528,9 @@ func (f *flow) check(rep Record, seq uint32, n int) error {
 		return fmt.Errorf("reply for flow %d seq %d, expected flow %d seq %d: %w", rep.Flow, rep.Seq, f.id, seq, errProtocol)
 	case !bytes.Equal(rep.Payload, f.want[:n]):
 		return fmt.Errorf("echo of seq %d differs from what was sent (%d bytes, %d expected): %w", seq, len(rep.Payload), n, ErrCorrupt)
+	}
+	if err := f.checkPeer(rep.Peer); err != nil {
+		return err
 	}
 	if f.res.Backend == "" {
 		f.res.Backend = rep.Name
@@ -576,6 +605,10 @@ func (f *flow) runTCP() {
 		return
 	}
 	f.res.Backend = hello.Name
+	if err := f.checkPeer(hello.Peer); err != nil {
+		f.failErr(err)
+		return
+	}
 	for seq := uint32(1); ; seq++ {
 		n, err := f.request(seq)
 		if err != nil {

@@ -310,3 +310,37 @@ func TestCheckerStopEndsRunEarly(t *testing.T) {
 		t.Fatalf("summary %+v: a stopped run keeps its flows", s)
 	}
 }
+
+// With CheckSource, flows whose backend sees the client's own address are
+// kept, and flows through a proxy (the backend sees the proxy) fail with
+// ReasonSource.
+func TestCheckerCheckSource(t *testing.T) {
+	_, port := serve(t, "", "b", netip.MustParseAddr("127.0.0.1"), 0)
+	direct := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
+	proxy := corruptingProxy(t, direct.String(), 1<<30) // never corrupts
+	rep, err := Run(context.Background(), Config{
+		Targets: []Target{
+			{Mode: "direct", Addr: direct, TCPFlows: 3, UDPFlows: 3},
+			{Mode: "proxied", Addr: netip.MustParseAddrPort(proxy), TCPFlows: 3},
+		},
+		Sources:     []netip.Addr{netip.MustParseAddr("127.0.0.2")},
+		Duration:    time.Second,
+		Interval:    10 * time.Millisecond,
+		CheckSource: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range rep.Summaries() {
+		switch s.Mode {
+		case "direct":
+			if s.Kept != 6 {
+				t.Errorf("direct: %+v, want all 6 kept", s)
+			}
+		case "proxied":
+			if s.Broken != 3 || s.Reasons[ReasonSource] != 3 {
+				t.Errorf("proxied: %+v, want 3 broken by source", s)
+			}
+		}
+	}
+}

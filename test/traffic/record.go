@@ -3,8 +3,8 @@
 //
 // Both sides speak one small record protocol over TCP streams and UDP
 // datagrams. Every record carries a flow id, a sequence number, the name of
-// the backend (in replies) and a payload, and ends with a CRC-32C over all
-// of it. The client sends pseudo-random payloads derived from a per-flow
+// the backend and the client address it saw the flow come from (in hellos
+// and replies) and a payload, and ends with a CRC-32C over all of it. The client sends pseudo-random payloads derived from a per-flow
 // seed; the backend checks each request's CRC and echoes the payload in a
 // reply that names itself. The client regenerates what it sent and compares
 // the echo byte for byte, so corruption in either direction is caught, and
@@ -62,18 +62,22 @@ func (k Kind) String() string {
 }
 
 const (
-	recordVersion = 1
+	recordVersion = 2
 	// MaxName is the longest backend name a record carries.
 	MaxName = 64
+	// MaxPeer is the longest peer address a record carries.
+	MaxPeer = 64
 	// MaxPayload is the largest payload a record carries; it keeps a UDP
 	// record inside one 1500-byte frame over IPv6.
 	MaxPayload = 1400
-	// headerLen is magic(2) version(1) kind(1) flow(4) seq(4) nameLen(1).
+	// headerLen is magic(2) version(1) kind(1) flow(4) seq(4) nameLen(1);
+	// the name follows, then peerLen(1), the peer, payloadLen(2), the
+	// payload and the CRC(4).
 	headerLen = 13
-	// MinRecordLen is the size of a record with no name and no payload.
-	MinRecordLen = headerLen + 2 + 4
+	// MinRecordLen is the size of a record with no name, peer or payload.
+	MinRecordLen = headerLen + 1 + 2 + 4
 	// MaxRecordLen is the size of the largest record.
-	MaxRecordLen = MinRecordLen + MaxName + MaxPayload
+	MaxRecordLen = MinRecordLen + MaxName + MaxPeer + MaxPayload
 )
 
 var (
@@ -93,6 +97,10 @@ type Record struct {
 	Seq uint32
 	// Name is the backend's name (hello, reply, corrupt); empty in requests.
 	Name string
+	// Peer is the client address and port the backend saw the flow come
+	// from (hello, reply): with USIP it is the client's own. Empty in
+	// requests.
+	Peer string
 	// Payload is at most MaxPayload bytes.
 	Payload []byte
 }
@@ -106,6 +114,9 @@ func AppendRecord(dst []byte, r Record) ([]byte, error) {
 	if len(r.Name) > MaxName {
 		return dst, fmt.Errorf("name of %d bytes, at most %d: %w", len(r.Name), MaxName, ErrMalformed)
 	}
+	if len(r.Peer) > MaxPeer {
+		return dst, fmt.Errorf("peer of %d bytes, at most %d: %w", len(r.Peer), MaxPeer, ErrMalformed)
+	}
 	if len(r.Payload) > MaxPayload {
 		return dst, fmt.Errorf("payload of %d bytes, at most %d: %w", len(r.Payload), MaxPayload, ErrMalformed)
 	}
@@ -115,6 +126,8 @@ func AppendRecord(dst []byte, r Record) ([]byte, error) {
 	dst = binary.BigEndian.AppendUint32(dst, r.Seq)
 	dst = append(dst, byte(len(r.Name)))
 	dst = append(dst, r.Name...)
+	dst = append(dst, byte(len(r.Peer)))
+	dst = append(dst, r.Peer...)
 	dst = binary.BigEndian.AppendUint16(dst, uint16(len(r.Payload)))
 	dst = append(dst, r.Payload...)
 	dst = binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], crcTable))
@@ -141,14 +154,21 @@ func RecordLen(b []byte) (int, error) {
 	if nameLen > MaxName {
 		return 0, fmt.Errorf("name of %d bytes: %w", nameLen, ErrMalformed)
 	}
-	if len(b) < headerLen+nameLen+2 {
+	if len(b) < headerLen+nameLen+1 {
 		return 0, ErrShort
 	}
-	payLen := int(binary.BigEndian.Uint16(b[headerLen+nameLen:]))
+	peerLen := int(b[headerLen+nameLen])
+	if peerLen > MaxPeer {
+		return 0, fmt.Errorf("peer of %d bytes: %w", peerLen, ErrMalformed)
+	}
+	if len(b) < headerLen+nameLen+1+peerLen+2 {
+		return 0, ErrShort
+	}
+	payLen := int(binary.BigEndian.Uint16(b[headerLen+nameLen+1+peerLen:]))
 	if payLen > MaxPayload {
 		return 0, fmt.Errorf("payload of %d bytes: %w", payLen, ErrMalformed)
 	}
-	return MinRecordLen + nameLen + payLen, nil
+	return MinRecordLen + nameLen + peerLen + payLen, nil
 }
 
 // ParseRecord parses the record at the start of b and returns it with the
@@ -165,13 +185,16 @@ func ParseRecord(b []byte) (Record, int, error) {
 		return Record{}, 0, fmt.Errorf("crc %08x, record says %08x: %w", got, want, ErrCorrupt)
 	}
 	nameLen := int(b[12])
+	peerAt := headerLen + nameLen + 1
+	peerLen := int(b[peerAt-1])
 	r := Record{
 		Kind: Kind(b[3]),
 		Flow: binary.BigEndian.Uint32(b[4:]),
 		Seq:  binary.BigEndian.Uint32(b[8:]),
 		Name: string(b[headerLen : headerLen+nameLen]),
+		Peer: string(b[peerAt : peerAt+peerLen]),
 	}
-	r.Payload = b[headerLen+nameLen+2 : n-4]
+	r.Payload = b[peerAt+peerLen+2 : n-4]
 	return r, n, nil
 }
 

@@ -165,7 +165,8 @@ func (s *Server) ServeTCP(ln net.Listener) error {
 }
 
 func (s *Server) serveConn(c net.Conn) error {
-	out, err := AppendRecord(nil, Record{Kind: KindHello, Name: s.cfg.Name})
+	peer := c.RemoteAddr().String()
+	out, err := AppendRecord(nil, Record{Kind: KindHello, Name: s.cfg.Name, Peer: peer})
 	if err != nil {
 		return err
 	}
@@ -185,7 +186,7 @@ func (s *Server) serveConn(c net.Conn) error {
 			}
 			return err
 		}
-		out, err = s.answer(out[:0], req)
+		out, err = s.answer(out[:0], req, peer)
 		if err != nil {
 			return err
 		}
@@ -195,14 +196,14 @@ func (s *Server) serveConn(c net.Conn) error {
 	}
 }
 
-// answer appends the reply to req.
-func (s *Server) answer(out []byte, req Record) ([]byte, error) {
+// answer appends the reply to req, which came from peer.
+func (s *Server) answer(out []byte, req Record, peer string) ([]byte, error) {
 	if req.Kind != KindRequest {
 		s.corrupt.Add(1)
 		return AppendRecord(out, Record{Kind: KindCorrupt, Flow: req.Flow, Seq: req.Seq, Name: s.cfg.Name})
 	}
 	s.requests.Add(1)
-	return AppendRecord(out, Record{Kind: KindReply, Flow: req.Flow, Seq: req.Seq, Name: s.cfg.Name, Payload: req.Payload})
+	return AppendRecord(out, Record{Kind: KindReply, Flow: req.Flow, Seq: req.Seq, Name: s.cfg.Name, Peer: peer, Payload: req.Payload})
 }
 
 // ServeUDP answers datagrams on pc until Close. Each datagram must hold one
@@ -249,7 +250,7 @@ func (s *Server) ServeUDP(pc net.PacketConn) error {
 		if err != nil {
 			s.corrupt.Add(1)
 			out, _ = AppendRecord(out[:0], Record{Kind: KindCorrupt, Name: s.cfg.Name})
-		} else if out, err = s.answer(out[:0], req); err != nil {
+		} else if out, err = s.answer(out[:0], req, from.String()); err != nil {
 			continue
 		}
 		if _, err := pc.WriteTo(out, from); err != nil && !s.isClosed() {
@@ -325,8 +326,15 @@ func ReadRecord(r *bufio.Reader, buf []byte) (Record, error) {
 		if !errors.Is(err, ErrShort) {
 			return Record{}, err
 		}
-		// Only the name length is known: read up to the payload length.
-		want := headerLen + int(buf[12]) + 2
+		// Read up to the next length RecordLen needs: the peer length
+		// after the name, then the payload length after the peer.
+		want := headerLen + int(buf[12]) + 1
+		if have >= want {
+			want += int(buf[want-1]) + 2
+		}
+		if want <= have {
+			return Record{}, fmt.Errorf("record header of %d bytes: %w", have, ErrMalformed)
+		}
 		if _, err := io.ReadFull(r, buf[have:want]); err != nil {
 			return Record{}, noEOF(err)
 		}

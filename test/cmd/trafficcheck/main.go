@@ -86,6 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "payload seed")
 	scenario := fs.String("scenario", "none", "scenario name for the summary lines")
 	verbose := fs.Bool("v", false, "print every flow that was not kept")
+	checkSource := fs.Bool("check-source", false, "fail flows whose backend saw another client address (USIP check)")
 	jsonOut := fs.String("json", "", "also write every flow's result and the summaries to this file as JSON")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -108,6 +109,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	rep, err := traffic.Run(ctx, traffic.Config{
 		Targets: ts, Sources: srcs, Netns: path,
 		Duration: *duration, Interval: *interval, StallTimeout: *stall, Seed: *seed,
+		CheckSource: *checkSource,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "trafficcheck:", err)
