@@ -327,6 +327,9 @@ func (r *Runner) Run(ctx context.Context, sc Scenario) (*Result, error) {
 		Seed:         r.cfg.Seed,
 		Carrier:      rec,
 		Stop:         stop,
+		// Stateless failover keeps the client's address (USIP): every
+		// backend must see each flow from the client's own address.
+		CheckSource: true,
 	}
 	type done struct {
 		rep *traffic.Report
