@@ -362,7 +362,7 @@ func (r *Runner) Run(ctx context.Context, sc Scenario) (*Result, error) {
 		}
 	}
 	out.Victim = victim
-	actErr := r.act(ctx, sc, victim, tl)
+	actErr := r.act(ctx, sc, victim, tl, rec)
 	if actErr == nil {
 		sleep(ctx, r.cfg.Settle)
 	}
@@ -406,7 +406,15 @@ func countFlows(ts []traffic.Target) int {
 
 // act injects the fault of sc, under traffic, and brings back what must
 // come back during the run (freeze, linkdown, drain, rolling).
-func (r *Runner) act(ctx context.Context, sc Scenario, victim string, tl *timeline) error {
+func (r *Runner) act(ctx context.Context, sc Scenario, victim string, tl *timeline, rec *recordingCarrier) error {
+	// elsewhere notes how many flows have left the node that carried them
+	// at their start (they come back when the node does, so the end
+	// carriers alone do not show it).
+	elsewhere := func() {
+		if a, k := rec.away(ctx, r.carrier); k > 0 {
+			tl.add("%d of %d flows carried by another node than at their start", a, k)
+		}
+	}
 	n := r.cfg.Lab.Nodes
 	hold := r.cfg.Lab.HoldTime
 	switch sc {
@@ -419,6 +427,8 @@ func (r *Runner) act(ctx context.Context, sc Scenario, victim string, tl *timeli
 			return err
 		}
 		tl.add("rfront: %s out of the ECMP set", victim)
+		sleep(ctx, time.Second)
+		elsewhere()
 	case Freeze:
 		if err := r.lab.Signal(victim, syscall.SIGSTOP); err != nil {
 			return err
@@ -428,6 +438,7 @@ func (r *Runner) act(ctx context.Context, sc Scenario, victim string, tl *timeli
 		if err == nil {
 			tl.add("rfront: %s out of the ECMP set (hold time expired)", victim)
 			sleep(ctx, time.Second)
+			elsewhere()
 		}
 		if cerr := r.lab.Signal(victim, syscall.SIGCONT); cerr != nil {
 			return errors.Join(err, cerr)
@@ -455,6 +466,7 @@ func (r *Runner) act(ctx context.Context, sc Scenario, victim string, tl *timeli
 		if err == nil {
 			tl.add("rfront: %s out of the ECMP set", victim)
 			sleep(ctx, time.Second)
+			elsewhere()
 		}
 		if uerr := r.linkUp(ctx, victim); uerr != nil {
 			return errors.Join(err, uerr)
@@ -481,6 +493,7 @@ func (r *Runner) act(ctx context.Context, sc Scenario, victim string, tl *timeli
 		}
 		tl.add("rfront: %s withdrew its routes (drain time over)", victim)
 		sleep(ctx, time.Second)
+		elsewhere()
 		if _, err := r.Ctl(ctx, victim, "undrain", "node", victim); err != nil {
 			return err
 		}
@@ -492,7 +505,7 @@ func (r *Runner) act(ctx context.Context, sc Scenario, victim string, tl *timeli
 	case Rolling:
 		for i := 1; i <= n; i++ {
 			name := lab.NodeName(i)
-			if err := r.restartNode(ctx, name, tl); err != nil {
+			if err := r.restartNode(ctx, name, tl, elsewhere); err != nil {
 				return err
 			}
 		}
@@ -524,7 +537,7 @@ func (r *Runner) waitWithdrawn(ctx context.Context, node string, timeout time.Du
 // restartNode stops a node with SIGTERM (it withdraws, then unloads),
 // starts it again and waits until it is back in the routers' ECMP sets
 // with the cluster whole.
-func (r *Runner) restartNode(ctx context.Context, name string, tl *timeline) error {
+func (r *Runner) restartNode(ctx context.Context, name string, tl *timeline, elsewhere func()) error {
 	pid := r.lab.Pid(name)
 	if err := r.lab.Signal(name, syscall.SIGTERM); err != nil {
 		return err
@@ -539,6 +552,7 @@ func (r *Runner) restartNode(ctx context.Context, name string, tl *timeline) err
 		return err
 	}
 	tl.add("%s exited", name)
+	elsewhere()
 	if err := r.lab.Start(ctx); err != nil {
 		return err
 	}
@@ -611,30 +625,54 @@ func (r *Runner) ip(ctx context.Context, args ...string) error {
 	return nil
 }
 
-// recordingCarrier remembers the flows it was asked about (after their
-// first round trip), so that the runner can pick the busiest node.
+// recordingCarrier remembers the flows it was asked about and the first
+// answer for each (the node carrying it after its first round trip), so
+// that the runner can pick the busiest node and count, mid-scenario, the
+// flows carried elsewhere.
 type recordingCarrier struct {
 	inner traffic.Carrier
 	mu    sync.Mutex
-	seen  map[traffic.FlowKey]bool
+	start map[traffic.FlowKey]string
 }
 
 func (r *recordingCarrier) CarrierOf(ctx context.Context, f traffic.FlowKey) (string, error) {
+	n, err := r.inner.CarrierOf(ctx, f)
 	r.mu.Lock()
-	if r.seen == nil {
-		r.seen = map[traffic.FlowKey]bool{}
+	if r.start == nil {
+		r.start = map[traffic.FlowKey]string{}
 	}
-	r.seen[f] = true
+	if _, ok := r.start[f]; !ok {
+		r.start[f] = n
+	}
 	r.mu.Unlock()
-	return r.inner.CarrierOf(ctx, f)
+	return n, err
 }
 
 func (r *recordingCarrier) flows() []traffic.FlowKey {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]traffic.FlowKey, 0, len(r.seen))
-	for f := range r.seen {
+	out := make([]traffic.FlowKey, 0, len(r.start))
+	for f := range r.start {
 		out = append(out, f)
 	}
 	return out
+}
+
+// away counts the flows that a fresh snapshot finds on another node than
+// the one that carried them at their start.
+func (r *recordingCarrier) away(ctx context.Context, c *TableCarrier) (away, known int) {
+	snap := c.snapshot(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for f, start := range r.start {
+		now := snap[keyOf(f.Proto, f.Src, f.Dst)]
+		if start == "" || now == "" {
+			continue
+		}
+		known++
+		if now != start {
+			away++
+		}
+	}
+	return away, known
 }
