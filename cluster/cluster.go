@@ -488,7 +488,20 @@ func (c *Cluster) DeclareDead(id string) {
 		return
 	}
 	c.withMachine(func(m *Machine) { m.DeclareDead(id) })
-	c.broadcast(Message{Type: MsgDead, From: c.cfg.NodeID, Dead: id})
+	msg := Message{Type: MsgDead, From: c.cfg.NodeID, Dead: id}
+	c.broadcast(msg)
+	// Also straight to every live member over TCP: every node must steer
+	// the dead node's flows to its partner within about a second, and a
+	// lost or late gossip packet must not delay that.
+	b, err := msg.Encode()
+	if err != nil {
+		c.log.Error("encoding death declaration", "err", err)
+		return
+	}
+	c.directMu.Lock()
+	c.direct = append(c.direct, b)
+	c.directMu.Unlock()
+	c.kick()
 }
 
 // Members returns every member as this node sees it.
