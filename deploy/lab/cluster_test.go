@@ -28,15 +28,16 @@ func TestClusterYAMLValid(t *testing.T) {
 	if err := cc.Validate(); err != nil {
 		t.Fatalf("the lab's cluster.yaml breaks rules: %v", err)
 	}
-	if len(cc.VServers) != 4 || len(cc.Services) != 4*c.Backends || len(cc.Bindings) != 4*c.Backends {
+	if len(cc.VServers) != 6 || len(cc.Services) != 4*c.Backends || len(cc.Bindings) != 6*c.Backends {
 		t.Fatalf("%d vservers, %d services, %d bindings", len(cc.VServers), len(cc.Services), len(cc.Bindings))
 	}
 	for _, vs := range cc.VServers {
-		wantVIP := c.VIPs[map[string]int{"st4": 0, "st6": 1, "sf4": 2, "sf6": 3}[vs.Name]]
-		if vs.VIP != wantVIP {
-			t.Errorf("vserver %s on %v, want %v", vs.Name, vs.VIP, wantVIP)
+		wantVIP := c.VIPs[map[string]int{"st4": 0, "st6": 1, "sf4": 2, "sf6": 3, "sl4": 2, "sl6": 3}[vs.Name]]
+		wantPort := map[bool]uint16{false: 80, true: 81}[strings.HasPrefix(vs.Name, "sl")]
+		if vs.VIP != wantVIP || vs.Port != wantPort {
+			t.Errorf("vserver %s on %v port %d, want %v port %d", vs.Name, vs.VIP, vs.Port, wantVIP, wantPort)
 		}
-		stateful := strings.HasPrefix(vs.Name, "sf")
+		stateful := strings.HasPrefix(vs.Name, "sf") || strings.HasPrefix(vs.Name, "sl")
 		if (vs.ConnFailover == cluster.ConnFailover("STATEFUL")) != stateful {
 			t.Errorf("vserver %s: connFailover %s", vs.Name, vs.ConnFailover)
 		}

@@ -99,6 +99,21 @@ func (p *planner) route(ns string, dst string, gw netip.Addr) {
 	p.add(fmt.Sprintf("route %s: %s via %s", ns, dst, gw), nil, cmd)
 }
 
+// FallbackMetric is the metric of a node's fallback default route via its
+// partner's backplane address.
+const FallbackMetric = 2048
+
+// fallback adds a node's default route via its partner's backplane
+// address, used only when its own default route (front link) is gone.
+func (p *planner) fallback(ns string, gw netip.Addr) {
+	cmd := ipn(ns)
+	if gw.Is6() {
+		cmd = append(cmd, "-6")
+	}
+	cmd = append(cmd, "route", "replace", "default", "via", gw.String(), "metric", fmt.Sprint(FallbackMetric))
+	p.add(fmt.Sprintf("route %s: fallback default via %s metric %d", ns, gw, FallbackMetric), nil, cmd)
+}
+
 // guardTable is the nftables table of a node's guard.
 const guardTable = "tandem_guard"
 
@@ -197,6 +212,15 @@ func (c Config) Plan() []Step {
 		p.route(n, "default", rf.V6)
 		p.route(n, prefix4(subnetBackends).String(), rb.V4)
 		p.route(n, prefix6(subnetBackends).String(), rb.V6)
+		// A node whose front link is cut still owns its pair's stateful
+		// flows until the pair's state moves: their replies leave through
+		// the partner's backplane address (a metric above the kernel's
+		// defaults, 0 for IPv4 and 1024 for IPv6, so only then).
+		if q := c.Partner(i); q != 0 {
+			pb := NodeBackplane(q)
+			p.fallback(n, pb.V4)
+			p.fallback(n, pb.V6)
+		}
 		if c.Tandemd != "" {
 			p.guard(n, c4, c6)
 		}
