@@ -252,52 +252,7 @@ func buildBin(t *testing.T, dir, pkg string) string {
 // flow must be kept with every byte verified, per family and protocol,
 // and kill9 must have moved flows to other nodes.
 func TestChaosStateless(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs a 4-node lab for minutes; skipped with -short")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: network namespaces, XDP, BIRD")
-	}
-	for _, b := range []string{"/usr/sbin/bird", "/usr/sbin/nft"} {
-		if _, err := os.Stat(b); err != nil {
-			t.Skipf("needs %s (make deps)", b)
-		}
-	}
-	bin := t.TempDir()
-	r, err := New(Config{
-		Lab: lab.Config{
-			Name:     "tc" + strconv.FormatInt(int64(os.Getpid()), 36),
-			StateDir: t.TempDir(),
-			Tandemd:  buildBin(t, bin, "node/cmd/tandemd"),
-			Backend:  buildBin(t, bin, "test/cmd/labbackend"),
-		},
-		Clusterctl: buildBin(t, bin, "ctl/cmd/clusterctl"),
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := r.Config().Lab.Name
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := r.Down(ctx); err != nil {
-			t.Errorf("down: %v", err)
-		}
-		if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), name+"-") {
-			t.Errorf("namespaces left after down:\n%s", out)
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	if err := r.Up(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Apply(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	r, ctx := startLab(t, Config{})
 	for _, sc := range AllScenarios() {
 		res, err := r.Run(ctx, sc)
 		if res != nil && res.Report != nil {
@@ -320,5 +275,161 @@ func TestChaosStateless(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// startLab builds the binaries, brings a lab up for cfg (its Lab's name,
+// state dir and binaries are filled in), applies the example cluster.yaml
+// and waits until the lab is ready; the lab is torn down at the end of
+// the test. The context bounds the test to 10 minutes.
+func startLab(t *testing.T, cfg Config) (*Runner, context.Context) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs a 4-node lab for minutes; skipped with -short")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: network namespaces, XDP, BIRD")
+	}
+	for _, b := range []string{"/usr/sbin/bird", "/usr/sbin/nft"} {
+		if _, err := os.Stat(b); err != nil {
+			t.Skipf("needs %s (make deps)", b)
+		}
+	}
+	bin := t.TempDir()
+	cfg.Lab.Name = "tc" + strconv.FormatInt(int64(os.Getpid()), 36)
+	cfg.Lab.StateDir = t.TempDir()
+	cfg.Lab.Tandemd = buildBin(t, bin, "node/cmd/tandemd")
+	cfg.Lab.Backend = buildBin(t, bin, "test/cmd/labbackend")
+	cfg.Clusterctl = buildBin(t, bin, "ctl/cmd/clusterctl")
+	r, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := r.Config().Lab.Name
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := r.Down(ctx); err != nil {
+			t.Errorf("down: %v", err)
+		}
+		if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), name+"-") {
+			t.Errorf("namespaces left after down:\n%s", out)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(cancel)
+	if err := r.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return r, ctx
+}
+
+// TestChaosStateful is the end-to-end proof of stateful connection
+// failover (USIP ON): one lab of 4 tandemd nodes (pairs n1-n2, n3-n4),
+// 20 TCP flows and 10 UDP sessions through each stateful vserver
+// (ROUNDROBIN on port 80 and LEASTCONNECTION on port 81, IPv4 and IPv6)
+// beside 40 TCP + 20 UDP per family through the stateless ones, and the
+// scenarios kill9, freeze and linkdown of the active member of the pair
+// owning the most stateful flows (every flow kept, none corrupt), then
+// pairloss (both members of that pair SIGKILLed: exactly its stateful
+// flows lost, every other flow kept). Result.Failures states the checks.
+func TestChaosStateful(t *testing.T) {
+	if os.Getenv("TANDEM_CHAOS_STATEFUL") != "1" {
+		t.Skip("set TANDEM_CHAOS_STATEFUL=1 to run it (make chaos runs the same scenarios)")
+	}
+	r, ctx := startLab(t, Config{Stateful: true, TCPFlows: 40, UDPFlows: 20})
+	for _, sc := range StatefulScenarios() {
+		res, err := r.Run(ctx, sc)
+		if res != nil && res.Report != nil {
+			t.Logf("\n%s%s", res.Table(), strings.Join(res.Lines(), "\n"))
+			for _, f := range res.Failures() {
+				t.Error(f)
+			}
+			modes := map[string]bool{}
+			for _, row := range res.Rows() {
+				modes[row.Mode+" "+row.Family+" "+row.Proto] = true
+			}
+			if len(modes) != 8 {
+				t.Errorf("%s: rows %v, want both modes, IPv4 and IPv6, TCP and UDP", sc, modes)
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestFailuresPerScenario(t *testing.T) {
+	v4sf := netip.MustParseAddrPort("198.19.0.11:80")
+	key := func(proto string, port uint16, dst netip.AddrPort) traffic.FlowKey {
+		return traffic.FlowKey{Proto: proto, Src: netip.AddrPortFrom(cli.Addr(), port), Dst: dst}
+	}
+	fr := func(mode string, k traffic.FlowKey, o traffic.Outcome, moved bool) traffic.FlowResult {
+		return traffic.FlowResult{Mode: mode, FlowKey: k, Outcome: o, Moved: moved}
+	}
+	a, b, c, d := key("tcp", 1, v4sf), key("tcp", 2, v4sf), key("udp", 3, v4sf), key("udp", 4, v4sf)
+	owners := map[traffic.FlowKey]uint32{a: 1, b: 2, c: 1, d: 1}
+	for _, tc := range []struct {
+		name    string
+		sc      Scenario
+		results []traffic.FlowResult
+		want    []string
+	}{
+		{"kill9 all kept and moved", Kill9, []traffic.FlowResult{
+			fr(ModeStateless, flow, traffic.Kept, true), fr(ModeStateful, a, traffic.Kept, false)}, nil},
+		{"kill9 nothing moved", Kill9, []traffic.FlowResult{
+			fr(ModeStateless, flow, traffic.Kept, false)}, []string{"proved nothing"}},
+		{"freeze stateful broken", Freeze, []traffic.FlowResult{
+			fr(ModeStateless, flow, traffic.Kept, false), fr(ModeStateful, a, traffic.Broken, false)},
+			[]string{"freeze: 1 stateful flows not kept (of 1)"}},
+		{"drain stateful not checked", Drain, []traffic.FlowResult{
+			fr(ModeStateful, a, traffic.Broken, false)}, nil},
+		{"corrupt always fails", Drain, []traffic.FlowResult{
+			fr(ModeStateful, a, traffic.Corrupt, false)}, []string{"1 corrupt flows"}},
+		{"pairloss as expected", PairLoss, []traffic.FlowResult{
+			fr(ModeStateless, flow, traffic.Kept, false), fr(ModeStateful, a, traffic.Broken, false),
+			fr(ModeStateful, b, traffic.Kept, false), fr(ModeStateful, c, traffic.Broken, false),
+			fr(ModeStateful, d, traffic.Kept, false)}, nil},
+		{"pairloss lost TCP kept, survivor broken", PairLoss, []traffic.FlowResult{
+			fr(ModeStateful, a, traffic.Kept, false), fr(ModeStateful, b, traffic.Broken, false)},
+			[]string{"TCP flows of the lost pair kept", "surviving pairs not kept"}},
+		{"pairloss unknown owner", PairLoss, []traffic.FlowResult{
+			fr(ModeStateful, key("tcp", 9, v4sf), traffic.Broken, false), fr(ModeStateful, a, traffic.Broken, false)},
+			[]string{"no known owner"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := &Result{Scenario: tc.sc, Owners: owners, Report: &traffic.Report{Results: tc.results}}
+			if tc.sc == PairLoss {
+				res.LostPair = 1
+			}
+			got := res.Failures()
+			if len(got) != len(tc.want) {
+				t.Fatalf("failures %q, want %d matching %q", got, len(tc.want), tc.want)
+			}
+			for i, w := range tc.want {
+				if !strings.Contains(got[i], w) {
+					t.Errorf("failure %d %q, want it to say %q", i, got[i], w)
+				}
+			}
+		})
+	}
+}
+
+func TestStatefulVictim(t *testing.T) {
+	k := func(p uint16) traffic.FlowKey {
+		return traffic.FlowKey{Proto: "tcp", Src: netip.AddrPortFrom(cli.Addr(), p), Dst: vip}
+	}
+	pairs := []api.Pair{{ID: 7, Members: []string{"n1", "n2"}, Active: "n2"}, {ID: 9, Members: []string{"n3", "n4"}, Active: "n3"}}
+	if got := statefulVictim(map[traffic.FlowKey]uint32{k(1): 7, k(2): 9, k(3): 7}, pairs); got != "n2" {
+		t.Errorf("victim %q, want n2 (active member of pair 7, owning 2 of 3 flows)", got)
+	}
+	if got := statefulVictim(nil, pairs); got != "" {
+		t.Errorf("victim of no flows %q", got)
 	}
 }

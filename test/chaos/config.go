@@ -39,23 +39,36 @@ const (
 	LinkDown Scenario = "linkdown" // take the busiest node's front link down, then up again
 	Drain    Scenario = "drain"    // clusterctl drain the busiest node, then undrain it
 	Rolling  Scenario = "rolling"  // SIGTERM and restart every node in turn
+	// PairLoss SIGKILLs both members of the pair owning the most stateful
+	// flows: its stateful flows break (nobody holds their state), every
+	// other flow is kept.
+	PairLoss Scenario = "pairloss"
 )
 
-// AllScenarios lists every scenario in the order "make chaos" runs them.
+// AllScenarios lists the scenarios of stateless vservers in the order
+// "make chaos" runs them.
 func AllScenarios() []Scenario { return []Scenario{Kill9, Freeze, LinkDown, Drain, Rolling} }
+
+// StatefulScenarios lists the scenarios whose expectations cover stateful
+// vservers too, in the order they run.
+func StatefulScenarios() []Scenario { return []Scenario{Kill9, Freeze, LinkDown, PairLoss} }
 
 // ParseScenario returns the scenario named s.
 func ParseScenario(s string) (Scenario, error) {
-	for _, sc := range AllScenarios() {
+	all := append(AllScenarios(), PairLoss)
+	for _, sc := range all {
 		if string(sc) == s {
 			return sc, nil
 		}
 	}
-	return "", fmt.Errorf("unknown scenario %q: want one of %v", s, AllScenarios())
+	return "", fmt.Errorf("unknown scenario %q: want one of %v", s, all)
 }
 
-// ModeStateless is the mode label of the stateless vservers' flows.
-const ModeStateless = "stateless"
+// The mode labels of the targets' flows.
+const (
+	ModeStateless = "stateless"
+	ModeStateful  = "stateful"
+)
 
 // Config configures a Runner.
 type Config struct {
@@ -72,6 +85,16 @@ type Config struct {
 	// TCPFlows and UDPFlows are the flow counts of the default targets
 	// (per IP family). Default 100 and 50.
 	TCPFlows, UDPFlows int
+	// Stateful adds to the default targets the lab's stateful vservers
+	// (deploy/lab's cluster.yaml), mode "stateful": on the second VIP of
+	// each family, port 80 (ROUNDROBIN) and port 81 (LEASTCONNECTION),
+	// with StatefulTCPFlows and StatefulUDPFlows each. It also makes the
+	// victim of kill9, freeze, linkdown and pairloss the active member of
+	// the pair owning the most stateful flows. Default false.
+	Stateful bool
+	// StatefulTCPFlows and StatefulUDPFlows are the flow counts of each
+	// stateful target. Default 20 and 10.
+	StatefulTCPFlows, StatefulUDPFlows int
 	// Warmup is how long traffic runs before the fault. Default 3s.
 	Warmup time.Duration
 	// Settle is how long traffic runs after a scenario's last step.
@@ -100,20 +123,33 @@ func (c *Config) setDefaults() {
 	if c.UDPFlows == 0 {
 		c.UDPFlows = 50
 	}
+	if c.StatefulTCPFlows == 0 {
+		c.StatefulTCPFlows = 20
+	}
+	if c.StatefulUDPFlows == 0 {
+		c.StatefulUDPFlows = 10
+	}
 	if len(c.Targets) == 0 {
-		var v4, v6 netip.Addr
+		var v4, v6 []netip.Addr
 		for _, v := range c.Lab.VIPs {
-			if v.Is4() && !v4.IsValid() {
-				v4 = v
-			}
-			if v.Is6() && !v6.IsValid() {
-				v6 = v
+			if v.Is4() {
+				v4 = append(v4, v)
+			} else {
+				v6 = append(v6, v)
 			}
 		}
-		for _, v := range []netip.Addr{v4, v6} {
-			if v.IsValid() {
+		for _, fam := range [][]netip.Addr{v4, v6} {
+			if len(fam) > 0 {
 				c.Targets = append(c.Targets, traffic.Target{Mode: ModeStateless,
-					Addr: netip.AddrPortFrom(v, 80), TCPFlows: c.TCPFlows, UDPFlows: c.UDPFlows})
+					Addr: netip.AddrPortFrom(fam[0], 80), TCPFlows: c.TCPFlows, UDPFlows: c.UDPFlows})
+			}
+		}
+		for _, fam := range [][]netip.Addr{v4, v6} {
+			if c.Stateful && len(fam) > 1 {
+				for _, port := range []uint16{80, 81} {
+					c.Targets = append(c.Targets, traffic.Target{Mode: ModeStateful,
+						Addr: netip.AddrPortFrom(fam[1], port), TCPFlows: c.StatefulTCPFlows, UDPFlows: c.StatefulUDPFlows})
+				}
 			}
 		}
 	}

@@ -154,3 +154,79 @@ func counts(m map[string]int) string {
 	}
 	return strings.Join(parts, " ")
 }
+
+// Failures checks the result against what its scenario must show and
+// returns what it does not (nil: as expected):
+//
+//   - no flow of any mode is corrupt;
+//   - every stateless flow is kept, in every scenario, and kill9 moved
+//     some (else the fault proved nothing);
+//   - every stateful flow is kept in kill9, freeze and linkdown;
+//   - in pairloss, the stateful flows owned by the lost pair (Owners,
+//     LostPair) are not kept — TCP ones are broken, since no node holds
+//     their state; a UDP one may be kept when the new owner re-creates it
+//     from its next datagram on the same backend, which is counted, not
+//     failed — every other stateful flow is kept, and the lost pair owned
+//     some flows (else the scenario proved nothing).
+//
+// Stateful flows in drain and rolling are reported, not checked.
+func (r *Result) Failures() []string {
+	if r.Report == nil {
+		return []string{fmt.Sprintf("%s: no traffic report", r.Scenario)}
+	}
+	type tally struct{ flows, bad int }
+	var order []string
+	by := map[string]*tally{}
+	note := func(what string, bad bool) {
+		t, ok := by[what]
+		if !ok {
+			t = &tally{}
+			by[what] = t
+			order = append(order, what)
+		}
+		t.flows++
+		if bad {
+			t.bad++
+		}
+	}
+	statefulChecked := r.Scenario == Kill9 || r.Scenario == Freeze || r.Scenario == LinkDown || r.Scenario == PairLoss
+	moved, lost := 0, 0
+	for _, f := range r.Report.Results {
+		kept := f.Outcome == traffic.Kept
+		note("corrupt flows", f.Outcome == traffic.Corrupt)
+		switch {
+		case f.Mode == ModeStateless:
+			note("stateless flows not kept", !kept)
+			if f.Moved {
+				moved++
+			}
+		case f.Mode != ModeStateful || !statefulChecked:
+		case r.Scenario != PairLoss:
+			note("stateful flows not kept", !kept)
+		default:
+			owner, ok := r.Owners[f.FlowKey]
+			switch {
+			case !ok:
+				note("stateful flows with no known owner at the fault", true)
+			case owner == r.LostPair:
+				lost++
+				note("stateful TCP flows of the lost pair kept", f.Proto == "tcp" && kept)
+			default:
+				note("stateful flows of surviving pairs not kept", !kept)
+			}
+		}
+	}
+	var out []string
+	for _, what := range order {
+		if t := by[what]; t.bad > 0 {
+			out = append(out, fmt.Sprintf("%s: %d %s (of %d)", r.Scenario, t.bad, what, t.flows))
+		}
+	}
+	if r.Scenario == Kill9 && by["stateless flows not kept"] != nil && moved == 0 {
+		out = append(out, "kill9: no stateless flow moved to another node: the fault proved nothing")
+	}
+	if r.Scenario == PairLoss && r.Owners != nil && lost == 0 {
+		out = append(out, fmt.Sprintf("pairloss: pair %d owned no stateful flow: the fault proved nothing", r.LostPair))
+	}
+	return out
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -280,6 +281,13 @@ type Result struct {
 	Report *traffic.Report
 	// Took is the scenario's wall time, restoring the lab included.
 	Took time.Duration
+	// Owners is the pair owning each stateful flow when the fault came,
+	// read from the nodes' flow tables (nil without stateful targets; a
+	// flow no table named an owner for is missing).
+	Owners map[traffic.FlowKey]uint32
+	// LostPair is the pair whose two members pairloss killed (0 in the
+	// other scenarios).
+	LostPair uint32
 }
 
 // Event is one step of a scenario.
@@ -355,14 +363,37 @@ func (r *Runner) Run(ctx context.Context, sc Scenario) (*Result, error) {
 	sleep(ctx, r.cfg.Warmup)
 	tl.add("traffic running: %d flows", countFlows(r.cfg.Targets))
 	victim := r.cfg.Victim
-	if victim == "" && sc != Rolling {
-		victim = busiest(r.carrier.Counts(ctx, rec.flows()))
+	if sc != Rolling {
+		var pairs []api.Pair
+		if r.hasStateful() {
+			out.Owners = r.owners(ctx, rec.flows())
+			pairs = r.pairs(ctx)
+			if victim == "" {
+				victim = statefulVictim(out.Owners, pairs)
+			}
+		}
+		if victim == "" {
+			victim = busiest(r.carrier.Counts(ctx, rec.flows()))
+		}
 		if victim == "" {
 			victim = "n1"
+		}
+		if sc == PairLoss {
+			for _, p := range pairs {
+				if slices.Contains(p.Members, victim) {
+					out.LostPair = p.ID
+				}
+			}
+		}
+		if len(out.Owners) > 0 {
+			tl.add("stateful flows by owning pair: %s (victim %s)", ownerCounts(out.Owners, pairs), victim)
 		}
 	}
 	out.Victim = victim
 	actErr := r.act(ctx, sc, victim, tl, rec)
+	if sc == PairLoss {
+		out.Victim = victim + "+" + r.partnerOf(victim)
+	}
 	if actErr == nil {
 		sleep(ctx, r.cfg.Settle)
 	}
@@ -502,6 +533,23 @@ func (r *Runner) act(ctx context.Context, sc Scenario, victim string, tl *timeli
 			return err
 		}
 		tl.add("rfront: %s back in the ECMP set", victim)
+	case PairLoss:
+		partner := r.partnerOf(victim)
+		if partner == "" {
+			return fmt.Errorf("pairloss: %s has no partner in a lab of %d nodes", victim, n)
+		}
+		for _, v := range []string{victim, partner} {
+			if err := r.lab.Signal(v, syscall.SIGKILL); err != nil {
+				return err
+			}
+		}
+		tl.add("SIGKILL %s and %s (a whole pair)", victim, partner)
+		if _, err := r.waitHops(ctx, n-2, hold+2*time.Second); err != nil {
+			return err
+		}
+		tl.add("rfront: %s and %s out of the ECMP set", victim, partner)
+		sleep(ctx, time.Second)
+		elsewhere()
 	case Rolling:
 		for i := 1; i <= n; i++ {
 			name := lab.NodeName(i)
@@ -675,4 +723,130 @@ func (r *recordingCarrier) away(ctx context.Context, c *TableCarrier) (away, kno
 		}
 	}
 	return away, known
+}
+
+// hasStateful reports whether some target is a stateful vserver.
+func (r *Runner) hasStateful() bool {
+	for _, t := range r.cfg.Targets {
+		if t.Mode == ModeStateful {
+			return true
+		}
+	}
+	return false
+}
+
+// partnerOf names node's partner in the lab ("" when it has none).
+func (r *Runner) partnerOf(node string) string {
+	if p := r.cfg.Lab.Partner(nodeIndex(node)); p != 0 {
+		return lab.NodeName(p)
+	}
+	return ""
+}
+
+// owners returns the owning pair of each of flows that goes to a stateful
+// target, as the nodes' flow tables name it (api.Conn.Owner).
+func (r *Runner) owners(ctx context.Context, flows []traffic.FlowKey) map[traffic.FlowKey]uint32 {
+	stateful := map[netip.AddrPort]bool{}
+	for _, t := range r.cfg.Targets {
+		if t.Mode == ModeStateful {
+			stateful[netip.AddrPortFrom(t.Addr.Addr().Unmap(), t.Addr.Port())] = true
+		}
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	byKey := map[connKey]uint32{}
+	for _, c := range r.clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			conns, err := c.Connections(rctx, api.ConnFilter{})
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, cn := range conns {
+				if cn.Owner != 0 {
+					byKey[keyOf(cn.Proto, cn.Client, cn.VIP)] = cn.Owner
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	out := map[traffic.FlowKey]uint32{}
+	for _, f := range flows {
+		k := keyOf(f.Proto, f.Src, f.Dst)
+		if !stateful[k.dst] {
+			continue
+		}
+		if o, ok := byKey[k]; ok {
+			out[f] = o
+		}
+	}
+	return out
+}
+
+// pairs returns the cluster's pairs as the first answering node sees them.
+func (r *Runner) pairs(ctx context.Context) []api.Pair {
+	for i := 1; i <= r.cfg.Lab.Nodes; i++ {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		view, err := r.clients[lab.NodeName(i)].Cluster(rctx)
+		cancel()
+		if err == nil {
+			return view.Pairs
+		}
+	}
+	return nil
+}
+
+// statefulVictim returns the active member of the pair owning the most
+// flows in owners (ties: the lowest pair id), or "".
+func statefulVictim(owners map[traffic.FlowKey]uint32, pairs []api.Pair) string {
+	count := map[uint32]int{}
+	for _, o := range owners {
+		count[o]++
+	}
+	var best uint32
+	for id, c := range count {
+		if best == 0 || c > count[best] || (c == count[best] && id < best) {
+			best = id
+		}
+	}
+	for _, p := range pairs {
+		if p.ID == best && best != 0 {
+			if p.Active != "" {
+				return p.Active
+			}
+			if len(p.Members) > 0 {
+				return p.Members[0]
+			}
+		}
+	}
+	return ""
+}
+
+// ownerCounts renders how many flows each pair owns: "pair 1 (n1 n2): 40".
+func ownerCounts(owners map[traffic.FlowKey]uint32, pairs []api.Pair) string {
+	count := map[uint32]int{}
+	for _, o := range owners {
+		count[o]++
+	}
+	ids := make([]uint32, 0, len(count))
+	for id := range count {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	var parts []string
+	for _, id := range ids {
+		members := ""
+		for _, p := range pairs {
+			if p.ID == id {
+				members = " (" + strings.Join(p.Members, " ") + ", active " + p.Active + ")"
+			}
+		}
+		parts = append(parts, fmt.Sprintf("pair %d%s: %d", id, members, count[id]))
+	}
+	return strings.Join(parts, ", ")
 }
