@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -209,6 +210,18 @@ func TestConfigValidate(t *testing.T) {
 	if len(c.Targets) != 2 || c.Targets[0].Mode != ModeStateless || c.Targets[0].Addr.String() != "198.19.0.10:80" ||
 		c.Targets[1].Addr.String() != "[fd00:7a6d:ff::10]:80" || c.Targets[0].TCPFlows != 100 || c.Targets[0].UDPFlows != 50 {
 		t.Errorf("default targets %+v", c.Targets)
+	}
+	sf := good
+	sf.Stateful = true
+	sf.setDefaults()
+	var got []string
+	for _, tg := range sf.Targets {
+		got = append(got, fmt.Sprintf("%s %s %d/%d", tg.Mode, tg.Addr, tg.TCPFlows, tg.UDPFlows))
+	}
+	want := "stateless 198.19.0.10:80 100/50,stateless [fd00:7a6d:ff::10]:80 100/50," +
+		"stateful 198.19.0.11:80 20/10,stateful 198.19.0.11:81 20/10,stateful [fd00:7a6d:ff::11]:80 20/10,stateful [fd00:7a6d:ff::11]:81 20/10"
+	if strings.Join(got, ",") != want {
+		t.Errorf("stateful targets\n%s\nwant\n%s", strings.Join(got, ","), want)
 	}
 	for _, tc := range []struct {
 		name string

@@ -117,6 +117,9 @@ func (r *Result) Table() string {
 			counts(row.Starts), counts(row.Carriers))
 	}
 	tw.Flush()
+	if l := r.lostPairLine(); l != "" {
+		fmt.Fprintln(&b, "  "+l)
+	}
 	if r.Report != nil {
 		shown := 0
 		for _, f := range r.Report.Results {
@@ -229,4 +232,38 @@ func (r *Result) Failures() []string {
 		out = append(out, fmt.Sprintf("pairloss: pair %d owned no stateful flow: the fault proved nothing", r.LostPair))
 	}
 	return out
+}
+
+// lostPairLine sums up, after pairloss, the stateful flows of the lost
+// pair and of the others ("" in other scenarios).
+func (r *Result) lostPairLine() string {
+	if r.Scenario != PairLoss || r.Report == nil || r.Owners == nil {
+		return ""
+	}
+	var lost, lostTCP, lostUDP, recreated, others, othersKept int
+	for _, f := range r.Report.Results {
+		owner, ok := r.Owners[f.FlowKey]
+		if f.Mode != ModeStateful || !ok {
+			continue
+		}
+		kept := f.Outcome == traffic.Kept
+		switch {
+		case owner != r.LostPair:
+			others++
+			if kept {
+				othersKept++
+			}
+		case kept:
+			recreated++
+		default:
+			lost++
+			if f.Proto == "tcp" {
+				lostTCP++
+			} else {
+				lostUDP++
+			}
+		}
+	}
+	return fmt.Sprintf("pair %d owned %d stateful flows: %d broken (%d TCP, %d UDP), %d UDP kept (the new owner creates a UDP flow from any datagram: kept when it chose the same backend); other pairs kept %d of %d",
+		r.LostPair, lost+recreated, lost, lostTCP, lostUDP, recreated, othersKept, others)
 }
