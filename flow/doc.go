@@ -40,8 +40,11 @@
 // from cluster members' backplane addresses (SetBackplane; else
 // ReasonDropSteerPeer), strips the header and handles the inner packet as
 // its owner, never steering it again (ReasonSteerLoop counts those its own
-// pairs map would have sent elsewhere, during a takeover). No kernel tunnel
-// is involved.
+// pairs map would have sent elsewhere, during a takeover). Of those, only a
+// TCP SYN may open a flow there; a UDP datagram or a reply without an entry
+// is dropped (ReasonDropNotOwner): its flow lives at the old owner or in the
+// standby store being installed, and must get no fresh backend nor leave
+// un-rewritten. No kernel tunnel is involved.
 //
 // At the owner, a flow-table miss creates the entry on the first packet —
 // for TCP only on a SYN: any other packet of an unknown flow passes to the

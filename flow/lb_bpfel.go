@@ -41,7 +41,7 @@ type lbBeStats struct {
 	NewFlows   uint64
 	RevPackets uint64
 	RevBytes   uint64
-	Reasons    [33]uint64
+	Reasons    [34]uint64
 }
 
 type lbEventType uint32
@@ -171,9 +171,10 @@ const (
 	lbReasonREASON_DROP_STEER_BAD      lbReason = 28
 	lbReasonREASON_DROP_STEER_FAIL     lbReason = 29
 	lbReasonREASON_DROP_NO_SNAT        lbReason = 30
-	lbReasonREASON_STEER_LOOP          lbReason = 31
-	lbReasonREASON_EVENT_LOST          lbReason = 32
-	lbReasonREASON_MAX                 lbReason = 33
+	lbReasonREASON_DROP_NOT_OWNER      lbReason = 31
+	lbReasonREASON_STEER_LOOP          lbReason = 32
+	lbReasonREASON_EVENT_LOST          lbReason = 33
+	lbReasonREASON_MAX                 lbReason = 34
 )
 
 type lbRev struct {
@@ -229,7 +230,7 @@ type lbVsStats struct {
 	NewFlows   uint64
 	RevPackets uint64
 	RevBytes   uint64
-	Reasons    [33]uint64
+	Reasons    [34]uint64
 }
 
 type lbVserver struct {

@@ -50,6 +50,12 @@ const (
 	ReasonDropSteerFail = Reason(lbReasonREASON_DROP_STEER_FAIL)
 	// ReasonDropNoSNAT: USIP OFF and no SNIP, or no free SNAT port.
 	ReasonDropNoSNAT = Reason(lbReasonREASON_DROP_NO_SNAT)
+	// ReasonDropNotOwner: a steered packet without a flow entry at a node
+	// whose pairs map names another owner (a takeover in progress, views
+	// not yet agreed): a TCP SYN is still taken, but a UDP datagram is not
+	// given a fresh backend (its flow may live at the old owner or in this
+	// node's standby store) and a reply is not forwarded un-rewritten.
+	ReasonDropNotOwner = Reason(lbReasonREASON_DROP_NOT_OWNER)
 	// ReasonSteerLoop is a note, not a verdict: a steered packet whose
 	// owner, in this node's view, is another node; it is handled here, never
 	// steered twice.
@@ -72,7 +78,7 @@ func (r Reason) String() string {
 		"drop_bad_l3", "drop_bad_l4", "drop_bad_icmp", "drop_no_backend", "drop_fib",
 		"drop_frag_needed", "drop_unsupported",
 		"fwd_steer", "pass_no_flow", "drop_steer_peer", "drop_steer_bad", "drop_steer_fail",
-		"drop_no_snat", "note_steer_loop", "note_event_lost",
+		"drop_no_snat", "drop_not_owner", "note_steer_loop", "note_event_lost",
 	}
 	// The names follow enum reason of flow/bpf/lb.h; TestReasonNames checks
 	// that every reason has one.

@@ -358,6 +358,38 @@ func TestSteer(t *testing.T) {
 	if after[ReasonFwdSteer] != before[ReasonFwdSteer] {
 		t.Errorf("a steered packet was steered again")
 	}
+	// ... but a steered UDP datagram or reply without entry there is dropped:
+	// during a takeover its flow lives at the old owner or in the standby
+	// store, so it must get no fresh backend and must not leave un-rewritten.
+	reroute := func(inner []byte, reply bool, key netip.AddrPort) []byte {
+		f := append(steerHeader(e, ip(peerBP), key, 1, reply, len(inner)), inner...)
+		copy(f[0:6], e.macA)
+		copy(f[6:12], neighMAC(0x20))
+		binary.BigEndian.PutUint16(f[14+10:], 0)
+		copy(f[14+12:], ip(selfBP).AsSlice())
+		copy(f[14+16:], ip(peerBP).AsSlice())
+		binary.BigEndian.PutUint16(f[14+10:], csum(f[14:34]))
+		return f
+	}
+	udpVIP := ap("10.100.0.9:80")
+	dgram := flowPacket{src: client, dst: udpVIP, proto: protoUDP, payload: []byte("dgram")}.frame()[14:]
+	other := ap("10.2.0.5:40001") // no flow: the SYN above made one for client only
+	repl := tcpIP(ap("10.1.0.10:9090"), other, tcpACK, []byte("reply"))
+	for _, c := range []struct {
+		name  string
+		frame []byte
+	}{{"steered UDP datagram", reroute(dgram, false, client)}, {"steered reply", reroute(repl, true, other)}} {
+		before = e.reasons()
+		if v, _ := e.run(c.frame); v != xdpDrop {
+			t.Errorf("%s owned elsewhere: verdict %s, want DROP (reasons %v)", c.name, verdictName(v), e.reasons())
+		}
+		if after := e.reasons(); after[ReasonDropNotOwner] != before[ReasonDropNotOwner]+1 {
+			t.Errorf("%s: %s not counted", c.name, ReasonDropNotOwner)
+		}
+	}
+	if _, err := e.dp.LookupFlow(FlowKey{Src: client, Dst: udpVIP, Protocol: ProtoUDP}); !errors.Is(err, ErrFlowNotFound) {
+		t.Errorf("a steered UDP datagram got a flow at a node that does not own it: %v", err)
+	}
 	// from an address that is no member: dropped and counted
 	e.must(e.dp.SetBackplane(ip(peerBP), []netip.Addr{ip(peerBP)}))
 	before = e.reasons()

@@ -1202,7 +1202,7 @@ HANDLER int handle_owned(struct xdp_md *ctx, struct pkt *p, struct vserver *vs, 
 	struct pair *pr = NULL;
 	struct flow *f;
 	__u64 now;
-	int new_flow = 0, rc;
+	int new_flow = 0, rc, elsewhere = 0;
 	__u16 nport;
 	__u8 tf;
 
@@ -1218,6 +1218,7 @@ HANDLER int handle_owned(struct xdp_md *ctx, struct pkt *p, struct vserver *vs, 
 			if (!steered)
 				return STEER_CODE(pidx, 0, vs_id);
 			count(REASON_STEER_LOOP);
+			elsewhere = 1;
 		}
 	}
 	tf = tcp_flags(ctx, p);
@@ -1243,6 +1244,11 @@ HANDLER int handle_owned(struct xdp_md *ctx, struct pkt *p, struct vserver *vs, 
 	} else {
 		struct flow nf = {};
 
+		/* Steered here while this node's view names another owner: only a
+		 * TCP SYN may open a flow; a UDP datagram's flow may live at the
+		 * old owner or in the standby store being installed. */
+		if (elsewhere && p->proto != IPPROTO_TCP)
+			return vs_verdict(vs_id, REASON_DROP_NOT_OWNER, XDP_DROP);
 		/* TCP: only a SYN opens a flow; anything else of an unknown
 		 * flow goes to the kernel (which answers with a RST, as it
 		 * would without Tandem), never to a fresh backend. */
@@ -1367,6 +1373,9 @@ HANDLER int handle_owned_reply(struct xdp_md *ctx, struct pkt *p, __u32 vs_hint,
 
 		if (addr_flags(p->dst, p->family) & ADDR_F_SNIP)
 			return vs_verdict(vs_hint, REASON_PASS_NO_FLOW, XDP_PASS);
+		/* steered here but not ours: never forward it un-rewritten */
+		if (steered)
+			return vs_verdict(vs_hint, REASON_DROP_NOT_OWNER, XDP_DROP);
 		sc = bpf_map_lookup_elem(&self, &key);
 		if (!steered && sc && sc->npairs) {
 			pr = owner_pair(sc, p->dst, p->family, p->dport, &key);

@@ -112,6 +112,9 @@ enum reason {
 	REASON_DROP_STEER_BAD,	 /* steered packet with a bad Tandem header or inner packet */
 	REASON_DROP_STEER_FAIL,	 /* cannot steer: no backplane config, family mismatch, no neighbour */
 	REASON_DROP_NO_SNAT,	 /* USIP OFF: no SNIP for the owner pair, or no free port */
+	REASON_DROP_NOT_OWNER,	 /* steered here without entry, owned elsewhere in this node's view:
+				  * a UDP datagram or a reply must not get a fresh backend or leave
+				  * un-rewritten during a takeover */
 	/* Not verdicts: notes counted beside the packet's verdict. */
 	REASON_STEER_LOOP,	 /* steered packet whose owner is another node here: kept, not re-steered */
 	REASON_EVENT_LOST,	 /* the events ring was full: the refresh will carry the flow */
