@@ -74,7 +74,7 @@ lab-down:
 demo: deps lab-bins
 	$(BIN)/chaos -name tdemo -bin $(BIN) -demo
 
-## chaos: every chaos scenario (kill9 freeze linkdown drain rolling) on one lab under live traffic (root).
+## chaos: every chaos scenario (kill9 freeze linkdown drain rolling, and pairloss for stateful vservers) on one lab under live traffic (root).
 chaos: deps lab-bins
 	$(BIN)/chaos -name tchaos -bin $(BIN)
 
