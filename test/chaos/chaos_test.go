@@ -352,12 +352,13 @@ func startLab(t *testing.T, cfg Config) (*Runner, context.Context) {
 // owning the most stateful flows (every flow kept, none corrupt), then
 // pairloss (both members of that pair SIGKILLed: exactly its stateful
 // flows lost, every other flow kept). Result.Failures states the checks.
-// About 70 s here. Gated: it passed 3 runs in a row, then a 4th run (and
-// a "make chaos" run) saw a stateful UDP flow switch backend at a
-// takeover (freeze, rolling), a data-path issue reported on issue 6.
+// About 70 s here. Gated: stateful UDP flows switched backend at a
+// takeover until steered datagrams without entry were dropped at a node
+// not yet owner (drop_not_owner); after that fix 4 of 5 runs passed, the
+// fifth saw 2 stateless TCP flows reset in kill9 (cause not yet found).
 func TestChaosStateful(t *testing.T) {
 	if os.Getenv("TANDEM_CHAOS_STATEFUL") != "1" {
-		t.Skip("set TANDEM_CHAOS_STATEFUL=1 to run it: not yet stable (a stateful UDP flow may switch backend at a takeover); make chaos runs the same scenarios")
+		t.Skip("set TANDEM_CHAOS_STATEFUL=1 to run it: not yet stable (1 run in 5 saw stateless TCP resets in kill9); make chaos runs the same scenarios")
 	}
 	r, ctx := startLab(t, Config{Stateful: true, TCPFlows: 40, UDPFlows: 20})
 	for _, sc := range StatefulScenarios() {
