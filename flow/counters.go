@@ -35,20 +35,7 @@ func (d *Datapath) VServerCounters(id uint32) (Counters, error) {
 	if err := d.objs.VserverStats.Lookup(&id, &per); err != nil {
 		return Counters{}, fmt.Errorf("reading counters of vserver %d: %w", id, err)
 	}
-	c := Counters{Reasons: make(map[Reason]uint64)}
-	for _, s := range per {
-		c.Packets += s.Packets
-		c.Bytes += s.Bytes
-		c.NewFlows += s.NewFlows
-		c.RevPackets += s.RevPackets
-		c.RevBytes += s.RevBytes
-		for r, n := range s.Reasons {
-			if n != 0 {
-				c.Reasons[Reason(r)] += n
-			}
-		}
-	}
-	return c, nil
+	return sumStats(per), nil
 }
 
 // BackendCounters reads a backend's counters.
@@ -65,6 +52,15 @@ func (d *Datapath) BackendCounters(id uint32) (Counters, error) {
 	if err := d.objs.BackendStats.Lookup(&id, &per); err != nil {
 		return Counters{}, fmt.Errorf("reading counters of backend %d: %w", id, err)
 	}
+	vs := make([]lbVsStats, len(per))
+	for i, s := range per {
+		vs[i] = lbVsStats(s) // struct be_stats has vs_stats' layout
+	}
+	return sumStats(vs), nil
+}
+
+// sumStats adds up one object's per-CPU counters.
+func sumStats(per []lbVsStats) Counters {
 	c := Counters{Reasons: make(map[Reason]uint64)}
 	for _, s := range per {
 		c.Packets += s.Packets
@@ -78,7 +74,7 @@ func (d *Datapath) BackendCounters(id uint32) (Counters, error) {
 			}
 		}
 	}
-	return c, nil
+	return c
 }
 
 // Reasons reads the global packet counts by reason (zero counts omitted).
