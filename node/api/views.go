@@ -32,36 +32,44 @@ func healthOf(m map[string]Health, svc string) Health {
 }
 
 func (s *server) listServices(w http.ResponseWriter, r *http.Request) {
-	c := s.cfg.Store.Config()
-	c.Normalize()
-	views, err := s.serviceViews(r, &c)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, views)
+	serveViews(s, w, r, "", s.serviceViews, nil, nil, nil)
 }
 
 func (s *server) getService(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
+	serveViews(s, w, r, r.PathValue("name"), s.serviceViews,
+		func(v ServiceView) string { return v.Name },
+		func(c *cluster.Config, name string) bool { _, ok := c.Service(name); return ok },
+		func(name string) error { return notFound("service", name, "list services with: show service") })
+}
+
+// serveViews answers with every view built over the running configuration
+// (name ""), or with the one whose nameOf is name. An unknown name is
+// refused before the status sources are read.
+func serveViews[V any](s *server, w http.ResponseWriter, r *http.Request, name string,
+	build func(*http.Request, *cluster.Config) ([]V, error), nameOf func(V) string,
+	exists func(*cluster.Config, string) bool, missing func(string) error) {
 	c := s.cfg.Store.Config()
 	c.Normalize()
-	if _, ok := c.Service(name); !ok {
-		s.fail(w, r, notFound("service", name, "list services with: show service"))
+	if name != "" && !exists(&c, name) {
+		s.fail(w, r, missing(name))
 		return
 	}
-	views, err := s.serviceViews(r, &c)
+	views, err := build(r, &c)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	if name == "" {
+		writeJSON(w, http.StatusOK, views)
+		return
+	}
 	for _, v := range views {
-		if v.Name == name {
+		if nameOf(v) == name {
 			writeJSON(w, http.StatusOK, v)
 			return
 		}
 	}
-	s.fail(w, r, notFound("service", name, "list services with: show service"))
+	s.fail(w, r, missing(name))
 }
 
 func (s *server) vserverViews(r *http.Request, c *cluster.Config) ([]VServerView, error) {
@@ -103,36 +111,14 @@ func (s *server) vserverViews(r *http.Request, c *cluster.Config) ([]VServerView
 }
 
 func (s *server) listVServers(w http.ResponseWriter, r *http.Request) {
-	c := s.cfg.Store.Config()
-	c.Normalize()
-	views, err := s.vserverViews(r, &c)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, views)
+	serveViews(s, w, r, "", s.vserverViews, nil, nil, nil)
 }
 
 func (s *server) getVServer(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	c := s.cfg.Store.Config()
-	c.Normalize()
-	if _, ok := c.VServer(name); !ok {
-		s.fail(w, r, notFound("lb vserver", name, "list vservers with: show lb vserver"))
-		return
-	}
-	views, err := s.vserverViews(r, &c)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	for _, v := range views {
-		if v.Name == name {
-			writeJSON(w, http.StatusOK, v)
-			return
-		}
-	}
-	s.fail(w, r, notFound("lb vserver", name, "list vservers with: show lb vserver"))
+	serveViews(s, w, r, r.PathValue("name"), s.vserverViews,
+		func(v VServerView) string { return v.Name },
+		func(c *cluster.Config, name string) bool { _, ok := c.VServer(name); return ok },
+		func(name string) error { return notFound("lb vserver", name, "list vservers with: show lb vserver") })
 }
 
 func (s *server) getCluster(w http.ResponseWriter, r *http.Request) {
