@@ -765,36 +765,34 @@ static __always_inline int rewrite(struct xdp_md *ctx, const struct pkt *p, int 
 	return 0;
 }
 
+/* stats_add counts one packet in a vserver's or a backend's per-CPU
+ * counters (struct vs_stats and struct be_stats have one layout). */
+#define stats_add(s, bytes, new_flow, rev)             \
+	do {                                           \
+		if (rev) {                             \
+			(s)->rev_packets += 1;         \
+			(s)->rev_bytes += (bytes);     \
+		} else {                               \
+			(s)->packets += 1;             \
+			(s)->bytes += (bytes);         \
+			(s)->new_flows += (new_flow);  \
+		}                                      \
+	} while (0)
+
 static __always_inline void vs_add(__u32 vs_id, __u64 bytes, int new_flow, int rev)
 {
 	struct vs_stats *s = bpf_map_lookup_elem(&vserver_stats, &vs_id);
 
-	if (!s)
-		return;
-	if (rev) {
-		s->rev_packets += 1;
-		s->rev_bytes += bytes;
-		return;
-	}
-	s->packets += 1;
-	s->bytes += bytes;
-	s->new_flows += new_flow;
+	if (s)
+		stats_add(s, bytes, new_flow, rev);
 }
 
 static __always_inline void be_add(__u32 be_id, __u64 bytes, int new_flow, int rev)
 {
 	struct be_stats *s = bpf_map_lookup_elem(&backend_stats, &be_id);
 
-	if (!s)
-		return;
-	if (rev) {
-		s->rev_packets += 1;
-		s->rev_bytes += bytes;
-		return;
-	}
-	s->packets += 1;
-	s->bytes += bytes;
-	s->new_flows += new_flow;
+	if (s)
+		stats_add(s, bytes, new_flow, rev);
 }
 
 /* handle_vserver forwards client -> VIP packets of a vserver. */
