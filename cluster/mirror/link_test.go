@@ -723,8 +723,18 @@ func TestMirrorThenTakeover(t *testing.T) {
 		src.del(i)
 		s.Delete(keyOf(t, i))
 	}
+	// The count alone is no sign: 20k were there before the increments.
 	want := 25_000 - 5_000
-	eventually(t, "increments applied", func() bool { return store.Owners()["n1"] == want })
+	eventually(t, "increments applied", func() bool {
+		if store.Owners()["n1"] != want {
+			return false
+		}
+		if _, ok := store.Lookup(keyOf(t, 19_996)); ok {
+			return false
+		}
+		_, ok := store.Lookup(keyOf(t, 24_999))
+		return ok
+	})
 	// The owner dies.
 	cancel()
 	<-done

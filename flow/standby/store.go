@@ -358,6 +358,10 @@ func (s *Store) Upsert(owner string, recs []Record) (stored int, err error) {
 // Delete frees owner's entries for keys (flows the owner closed). The
 // cache entry goes even if the index lost track of it.
 func (s *Store) Delete(owner string, keys []Key) {
+	// clearMu is held from the index change to the cache's, so a Takeover
+	// (which waits for every holder first) never sees one without the other.
+	s.clearMu.RLock()
+	defer s.clearMu.RUnlock()
 	hs := make([]uint64, 0, len(keys))
 	s.mu.Lock()
 	if s.closed {
@@ -377,13 +381,18 @@ func (s *Store) Delete(owner string, keys []Key) {
 		hs = append(hs, h)
 	}
 	s.mu.Unlock()
-	s.del(hs)
+	s.delLocked(hs)
 	s.c.freed.Add(uint64(indexed))
 }
 
 func (s *Store) del(hs []uint64) {
 	s.clearMu.RLock()
 	defer s.clearMu.RUnlock()
+	s.delLocked(hs)
+}
+
+// delLocked deletes hs from the cache; the caller holds clearMu.
+func (s *Store) delLocked(hs []uint64) {
 	for _, h := range hs {
 		s.cache.Del(h)
 	}
@@ -442,6 +451,11 @@ func (s *Store) Stats() Stats {
 // which costs more than the takeover itself (several microseconds per flow
 // at a million flows: deletions leave Go map tombstones).
 func (s *Store) Takeover(owner string, inst FlowInstaller) (installed int, err error) {
+	// Barrier: an Upsert or Delete in flight (index changed, cache not yet)
+	// finishes before the owner's entries are read, so the takeover matches
+	// the index the caller may have looked at.
+	s.clearMu.Lock()
+	s.clearMu.Unlock() //nolint:staticcheck // an empty critical section is the point
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
