@@ -50,8 +50,10 @@ var (
 
 // FlowInstaller installs flows into the data plane's flow table, a batch at
 // a time (one BPF batch update). Implementations need not be safe for
-// concurrent use: a Store calls it from the goroutine that called Takeover,
-// while holding a read lock of the store, so it must not call the Store.
+// concurrent use: during one Takeover, a Store calls it from one goroutine
+// (not the caller's), one batch after another, while holding a read lock of
+// the store, so it must not call the Store. The batch slice is reused once
+// InstallBatch returns: an installer must not keep it.
 type FlowInstaller interface {
 	InstallBatch(entries []Entry) error
 }
@@ -473,26 +475,42 @@ func (s *Store) Takeover(owner string, inst FlowInstaller) (installed int, err e
 		return 0, nil
 	}
 	n := max(1, min(s.cfg.TakeoverBatch, len(oi.idx)))
-	batch := make([]Entry, 0, n)
-	hs := make([]uint64, 0, n)
-	done := make([]uint64, 0, len(oi.idx))
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		if err := inst.InstallBatch(batch); err != nil {
-			return err
-		}
-		done = append(done, hs...)
-		installed += len(batch)
-		s.c.takenOver.Add(uint64(len(batch)))
-		batch, hs = batch[:0], hs[:0]
-		return nil
+	// Two stages: this goroutine walks ristretto and decodes entries into
+	// batches; another hands them to the installer, one at a time and in
+	// order. Decoding overlaps the kernel's map writes, most of a
+	// takeover's time. A batch is in done only once installed.
+	type batchT struct {
+		es []Entry
+		hs []uint64
 	}
+	todo := make(chan batchT, 2)
+	free := make(chan batchT, 3)
+	for range 3 {
+		free <- batchT{es: make([]Entry, 0, n), hs: make([]uint64, 0, n)}
+	}
+	done := make([]uint64, 0, len(oi.idx))
+	var failed atomic.Bool
+	installErr := make(chan error, 1)
+	go func() {
+		var ierr error
+		for b := range todo {
+			if ierr == nil {
+				if ierr = inst.InstallBatch(b.es); ierr != nil {
+					failed.Store(true)
+				} else {
+					done = append(done, b.hs...)
+					installed += len(b.es)
+					s.c.takenOver.Add(uint64(len(b.es)))
+				}
+			}
+			free <- batchT{es: b.es[:0], hs: b.hs[:0]}
+		}
+		installErr <- ierr
+	}()
+	cur := <-free
 	// One sequential pass over ristretto's shards: a million random Gets
 	// cost far more in cache misses than walking the maps in memory order.
-	// Expired entries are skipped by IterValues. The installer runs while a
-	// shard is read-locked, which delays writes of other owners to it.
+	// Expired entries are skipped by IterValues.
 	s.clearMu.RLock()
 	s.cache.IterValues(func(v value) bool {
 		if v.owner != oi {
@@ -502,17 +520,20 @@ func (s *Store) Takeover(owner string, inst FlowInstaller) (installed int, err e
 		if derr != nil {
 			return false
 		}
-		batch = append(batch, e)
-		hs = append(hs, s.hash(v.rec[:]))
-		if len(batch) == cap(batch) {
-			err = flush()
+		cur.es = append(cur.es, e)
+		cur.hs = append(cur.hs, s.hash(v.rec[:]))
+		if len(cur.es) == cap(cur.es) {
+			todo <- cur
+			cur = <-free
 		}
-		return err != nil
+		return failed.Load()
 	})
 	s.clearMu.RUnlock()
-	if err == nil {
-		err = flush()
+	if len(cur.es) > 0 {
+		todo <- cur
 	}
+	close(todo)
+	err = <-installErr
 	if err == nil {
 		// Indexed entries not found expired or were replaced.
 		s.c.pruned.Add(uint64(max(0, len(oi.idx)-installed)))
