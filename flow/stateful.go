@@ -378,8 +378,8 @@ type FlowSource struct{ D *Datapath }
 // Snapshot implements cluster/mirror.Source.
 func (s FlowSource) Snapshot(fn func(standby.Entry) bool) { _ = s.D.OwnedFlows(fn) }
 
-// InstallFlows writes mirrored flows into the flow table (and their reply
-// entries), as owned flows of pair owner, in one batch update per map: a
+// InstallFlows writes mirrored flows into the flow table (and the reply
+// entries of source-NATed ones), as owned flows of pair owner, in one batch update per map: a
 // takeover. An entry whose backend (address and port, or address on any
 // port) or vserver is unknown here is skipped; the count installed is
 // returned. Entries' VServerID are data-plane vserver ids (the caller maps
@@ -429,23 +429,22 @@ func (d *Datapath) InstallFlows(entries []standby.Entry, owner uint32) (int, err
 		if vs.Mirror {
 			v.Flags |= FlowFlagMirror
 		}
-		bw, _ := addrWords(ba)
-		rk := lbFlowKey{Src: bw, Sport: htons(e.Backend.Port()), Proto: e.Proto, Family: fam}
-		rv := lbRflow{Client: src, Vip: dst, ClientPort: k.Sport, Vport: k.Dport, VsId: e.VServerID, BackendId: beID}
+		// Reply entries only for source-NATed flows: a reply to the
+		// client's own address finds its flow from the service's reverse
+		// entry (lb.c, handle_owned_reply), which records the reply entry
+		// then. Half the kernel's work of a takeover is saved.
 		if e.SNAT.Addr().IsValid() {
 			v.Flags |= FlowFlagSNAT
 			v.Snat, _ = addrWords(e.SNAT.Addr())
 			v.SnatPort = htons(e.SNAT.Port())
-			rk.Dst, rk.Dport = v.Snat, v.SnatPort
-			rv.Flags = FlowFlagSNAT
+			bw, _ := addrWords(ba)
+			rkeys = append(rkeys, lbFlowKey{Src: bw, Sport: htons(e.Backend.Port()), Dst: v.Snat, Dport: v.SnatPort, Proto: e.Proto, Family: fam})
+			rvals = append(rvals, lbRflow{Client: src, Vip: dst, ClientPort: k.Sport, Vport: k.Dport, VsId: e.VServerID, BackendId: beID, Flags: FlowFlagSNAT})
 		} else {
 			v.Flags &^= FlowFlagSNAT
-			rk.Dst, rk.Dport = src, k.Sport
 		}
 		keys = append(keys, k)
 		vals = append(vals, v)
-		rkeys = append(rkeys, rk)
-		rvals = append(rvals, rv)
 		conns[beID]++
 	}
 	if len(keys) == 0 {
@@ -455,6 +454,10 @@ func (d *Datapath) InstallFlows(entries []standby.Entry, owner uint32) (int, err
 	// most of a takeover's time.
 	rerr := make(chan error, 1)
 	go func() {
+		if len(rkeys) == 0 {
+			rerr <- nil
+			return
+		}
 		_, err := d.objs.Rflows.BatchUpdate(rkeys, rvals, nil)
 		rerr <- err
 	}()

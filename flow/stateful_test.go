@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/tandem-lb/tandem/flow/standby"
 	"github.com/tandem-lb/tandem/hashing"
 )
@@ -532,8 +533,24 @@ func TestInstallFlows(t *testing.T) {
 	}
 	e.expectForward(t, tcpFrame(e.macB, e.routerMAC, client, vip, tcpACK, []byte("more")),
 		tcpFrame(neighMACFor(be.Addr()), e.macA, client, be, tcpACK, []byte("more")))
+	// The flow that keeps the client's address got no reply entry: the
+	// reply finds the flow through the service's reverse entry, and the
+	// reply entry is recorded then. A reply from the other backend is not
+	// this flow's.
+	if n := mapLen(t, e.dp.objs.Rflows); n != 1 {
+		t.Fatalf("%d reply entries after the takeover, want 1 (the source-NATed flow's)", n)
+	}
+	other := ap("10.1.0.10:9090")
+	if v, _ := e.run(tcpFrame(e.macA, neighMACFor(other.Addr()), other, client, tcpACK, []byte("no"))); v == xdpRedirect || v == xdpTX {
+		t.Fatalf("reply from another backend forwarded (%s)", verdictName(v))
+	}
 	e.expectForward(t, tcpFrame(e.macA, neighMACFor(be.Addr()), be, client, tcpACK, []byte("ok")),
 		tcpFrame(neighMACFor(client.Addr()), e.macB, vip, client, tcpACK, []byte("ok")))
+	if n := mapLen(t, e.dp.objs.Rflows); n != 2 {
+		t.Fatalf("%d reply entries after the first reply, want 2", n)
+	}
+	e.expectForward(t, tcpFrame(e.macA, neighMACFor(be.Addr()), be, client, tcpACK, []byte("ok2")),
+		tcpFrame(neighMACFor(client.Addr()), e.macB, vip, client, tcpACK, []byte("ok2")))
 	e.expectForward(t, tcpFrame(e.macB, e.routerMAC, sc, svip, tcpACK, nil),
 		tcpFrame(neighMAC(0x10), e.macA, snat, ap("10.1.0.10:9090"), tcpACK, nil))
 	e.expectForward(t, tcpFrame(e.macA, neighMAC(0x10), ap("10.1.0.10:9090"), snat, tcpACK, nil),
@@ -586,4 +603,21 @@ func TestSteerIPv6Backplane(t *testing.T) {
 	copy(in[14+24:], peer6.AsSlice())
 	be := ap("10.1.0.10:9090")
 	e.expectForward(t, in, tcpFrame(neighMACFor(be.Addr()), e.macA, client, be, tcpSYN, []byte("v6 backplane")))
+}
+
+// mapLen counts the entries of a BPF hash map.
+func mapLen(t *testing.T, m *ebpf.Map) int {
+	t.Helper()
+	var (
+		n        int
+		key, val []byte
+		it       = m.Iterate()
+	)
+	for it.Next(&key, &val) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		t.Fatalf("iterating %v: %v", m, err)
+	}
+	return n
 }

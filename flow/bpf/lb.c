@@ -1365,30 +1365,66 @@ HANDLER int handle_owned_reply(struct xdp_md *ctx, struct pkt *p, __u32 vs_hint,
 	rk.proto = p->proto;
 	rk.family = p->family;
 	rf = bpf_map_lookup_elem(&rflows, &rk);
-	if (!rf) {
+	if (rf) {
+		vs_id = rf->vs_id;
+		be_id = rf->backend_id;
+		snat = rf->flags & FLOW_F_SNAT;
+		__builtin_memcpy(client, rf->client, 16);
+		__builtin_memcpy(vip, rf->vip, 16);
+		cport = rf->client_port;
+		vport = rf->vport;
+	} else {
 		struct self_cfg *sc;
 		struct pair *pr;
+		struct rev *r;
+		struct flow_key fk = {};
+		struct flow *f;
 
 		if (addr_flags(p->dst, p->family) & ADDR_F_SNIP)
 			return vs_verdict(vs_hint, REASON_PASS_NO_FLOW, XDP_PASS);
-		/* steered here but not ours: never forward it un-rewritten */
-		if (steered)
-			return vs_verdict(vs_hint, REASON_DROP_NOT_OWNER, XDP_DROP);
 		sc = bpf_map_lookup_elem(&self, &key);
 		if (!steered && sc && sc->npairs) {
 			pr = owner_pair(sc, p->dst, p->family, p->dport, &key);
 			if (pr && !(pr->flags & PAIR_F_LOCAL))
 				return STEER_CODE(key, 1, vs_hint);
 		}
-		return vs_verdict(vs_hint, REASON_PASS_NO_FLOW, XDP_PASS);
+		/* No reply entry, but the flow may be here: a takeover installs
+		 * flows without the reply entries of flows that keep the
+		 * client's address (they follow from the flow and the service's
+		 * reverse entry), and an LRU may evict a reply entry alone. The
+		 * entry is rebuilt from the flow and recorded. */
+		r = lookup_reverse(p->src, p->sport, p->proto, p->family);
+		if (!r || r->family != p->family || !(r->flags & REV_F_STATEFUL))
+			goto no_flow;
+		__builtin_memcpy(fk.src, p->dst, 16);
+		__builtin_memcpy(fk.dst, r->vip, 16);
+		fk.sport = p->dport;
+		fk.dport = r->vport ? r->vport : p->sport;
+		fk.proto = p->proto;
+		fk.family = p->family;
+		f = bpf_map_lookup_elem(&flows, &fk);
+		if (!f || !(f->flags & FLOW_F_OWNED) || (f->flags & FLOW_F_SNAT) ||
+		    f->backend_id != r->backend_id)
+			goto no_flow;
+		vs_id = f->vs_id;
+		be_id = f->backend_id;
+		snat = 0;
+		__builtin_memcpy(client, fk.src, 16);
+		__builtin_memcpy(vip, fk.dst, 16);
+		cport = fk.sport;
+		vport = fk.dport;
+		{
+			struct rflow nrf = {};
+
+			__builtin_memcpy(nrf.client, client, 16);
+			__builtin_memcpy(nrf.vip, vip, 16);
+			nrf.client_port = cport;
+			nrf.vport = vport;
+			nrf.vs_id = vs_id;
+			nrf.backend_id = be_id;
+			bpf_map_update_elem(&rflows, &rk, &nrf, BPF_NOEXIST);
+		}
 	}
-	vs_id = rf->vs_id;
-	be_id = rf->backend_id;
-	snat = rf->flags & FLOW_F_SNAT;
-	__builtin_memcpy(client, rf->client, 16);
-	__builtin_memcpy(vip, rf->vip, 16);
-	cport = rf->client_port;
-	vport = rf->vport;
 	tf = tcp_flags(ctx, p);
 	if (tf & (TCP_FIN | TCP_RST)) {
 		struct flow_key fk = {};
@@ -1421,6 +1457,11 @@ HANDLER int handle_owned_reply(struct xdp_md *ctx, struct pkt *p, __u32 vs_hint,
 	vs_add(vs_id, ctx->data_end - ctx->data, 0, 1);
 	be_add(be_id, ctx->data_end - ctx->data, 0, 1);
 	return send(ctx, rc, &fp, vs_id, be_id, REASON_FWD_REVERSE);
+no_flow:
+	/* steered here but not ours: never forward it un-rewritten */
+	if (steered)
+		return vs_verdict(vs_hint, REASON_DROP_NOT_OWNER, XDP_DROP);
+	return vs_verdict(vs_hint, REASON_PASS_NO_FLOW, XDP_PASS);
 }
 
 /* handle_reverse_fragment: fragments from a service are rewritten only when
