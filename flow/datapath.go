@@ -78,6 +78,11 @@ type Config struct {
 	// new and closed flows of mirrored vservers (a power of two, at least a
 	// page). Default 4 MiB: about 50,000 events of 80 bytes.
 	EventRingSize uint32
+	// FTPExpectTTL is how long an expectation of the FTP ALG waits for its
+	// data connection (clients connect within a round trip). Default 30s.
+	FTPExpectTTL time.Duration
+	// FTPExpectations bounds the expectations table (an LRU). Default 16384.
+	FTPExpectations uint32
 }
 
 func (c Config) withDefaults() Config {
@@ -108,6 +113,12 @@ func (c Config) withDefaults() Config {
 	if c.EventRingSize == 0 {
 		c.EventRingSize = 4 << 20
 	}
+	if c.FTPExpectTTL == 0 {
+		c.FTPExpectTTL = 30 * time.Second
+	}
+	if c.FTPExpectations == 0 {
+		c.FTPExpectations = 16384
+	}
 	return c
 }
 
@@ -123,6 +134,9 @@ func (c Config) validate() error {
 	}
 	if c.EventRingSize < 4096 || c.EventRingSize&(c.EventRingSize-1) != 0 {
 		return fmt.Errorf("%w: EventRingSize %d: want a power of two of at least 4096 bytes", ErrInvalidConfig, c.EventRingSize)
+	}
+	if c.FTPExpectTTL < 0 {
+		return fmt.Errorf("%w: FTPExpectTTL %v: want a positive duration", ErrInvalidConfig, c.FTPExpectTTL)
 	}
 	if c.XDPMode != XDPNative && c.XDPMode != XDPGeneric {
 		return fmt.Errorf("%w: XDPMode %d: want XDPNative or XDPGeneric", ErrInvalidConfig, c.XDPMode)
@@ -152,6 +166,9 @@ type Datapath struct {
 	selfCfg lbSelfCfg
 	pairs   []Pair
 	lists   map[uint32][]uint32 // backends of ROUNDROBIN/LEASTCONNECTION vservers
+	// FTP ALG (ftp.go): references to FTP VIPs and FTP backends' addresses
+	ftpRefs map[netip.Addr]int
+	ftpRev  map[reverseID]bool // reverse entries that hold a reference in ftpRefs
 }
 
 type reverseID struct {
@@ -173,20 +190,23 @@ func New(cfg Config) (_ *Datapath, err error) {
 	sizes := map[string]uint32{
 		"vservers":      2 * cfg.MaxVServers,
 		"addrs":         cfg.MaxServices + cfg.MaxVServers + MaxLocalAddrs,
-		"backends":      cfg.MaxBackends,
+		"backends":      2 * cfg.MaxBackends, // and their data backends (ftp.go)
 		"reverse":       2 * cfg.MaxServices,
 		"flows":         cfg.FlowTableSize,
 		"tables":        cfg.MaxVServers * 2 * cfg.TableSize,
 		"table_active":  cfg.MaxVServers,
 		"vserver_stats": cfg.MaxVServers,
-		"backend_stats": cfg.MaxBackends,
+		"backend_stats": 2 * cfg.MaxBackends,
 		"fib_cache":     cfg.FIBCacheSize,
-		"backend_fib":   cfg.MaxBackends,
+		"backend_fib":   2 * cfg.MaxBackends,
 		"rflows":        cfg.FlowTableSize,
 		"vs_lists":      cfg.MaxVServers,
 		"rr_next":       cfg.MaxVServers,
-		"be_conns":      cfg.MaxBackends,
+		"be_conns":      2 * cfg.MaxBackends,
 		"events":        cfg.EventRingSize,
+		"vs_byid":       cfg.MaxVServers,
+		"expects":       cfg.FTPExpectations,
+		"ftp_vips":      cfg.MaxServices,
 	}
 	for name, n := range sizes {
 		m, ok := spec.Maps[name]
@@ -204,6 +224,12 @@ func New(cfg Config) (_ *Datapath, err error) {
 	}
 	if err := spec.Variables["steer_port"].Set(htons(cfg.SteerPort)); err != nil {
 		return nil, fmt.Errorf("setting steering port: %w", err)
+	}
+	if err := spec.Variables["ftp_expect_ns"].Set(uint64(cfg.FTPExpectTTL)); err != nil {
+		return nil, fmt.Errorf("setting FTP expectation TTL: %w", err)
+	}
+	if err := spec.Variables["data_backend_base"].Set(cfg.MaxBackends); err != nil {
+		return nil, fmt.Errorf("setting data backend ids: %w", err)
 	}
 	objs := new(lbObjects)
 	if err := spec.LoadAndAssign(objs, nil); err != nil {
@@ -226,6 +252,8 @@ func New(cfg Config) (_ *Datapath, err error) {
 		members:     make(map[netip.Addr]bool),
 		snips:       make(map[netip.Addr]bool),
 		lists:       make(map[uint32][]uint32),
+		ftpRefs:     make(map[netip.Addr]int),
+		ftpRev:      make(map[reverseID]bool),
 	}, nil
 }
 
@@ -373,6 +401,9 @@ func (d *Datapath) SetVServer(v VServer) error {
 	if (v.Mirror || v.SNAT) && !v.Owned {
 		return fmt.Errorf("%w: vserver %d: Mirror and SNAT need an Owned vserver", ErrInvalidArgument, v.ID)
 	}
+	if v.FTP && (!v.Owned || v.Protocol != ProtoTCP) {
+		return fmt.Errorf("%w: vserver %d: FTP needs an Owned TCP vserver (its ALG follows the owner's flow state)", ErrInvalidArgument, v.ID)
+	}
 	if v.Mode != ModeNAT && v.Mode != ModeDSR {
 		return fmt.Errorf("%w: vserver %d: mode %d: want ModeNAT or ModeDSR", ErrInvalidArgument, v.ID, v.Mode)
 	}
@@ -388,6 +419,12 @@ func (d *Datapath) SetVServer(v VServer) error {
 	}
 	if v.SNAT {
 		val.Flags |= vsFlagSNAT
+	}
+	if v.FTP {
+		val.Flags |= vsFlagFTP
+	}
+	if err := d.objs.VsByid.Update(&v.ID, &val, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("writing vserver %d: %w", v.ID, err)
 	}
 	newKeys := d.vsKeys(v)
 	for _, k := range newKeys {
@@ -410,8 +447,25 @@ func (d *Datapath) SetVServer(v VServer) error {
 		if err := d.unref(d.vipRefs, old.VIP); err != nil {
 			return err
 		}
+		if old.FTP {
+			if err := d.unref(d.ftpRefs, old.VIP); err != nil {
+				return err
+			}
+		}
 	}
 	d.vservers[v.ID] = v
+	if v.FTP {
+		if err := d.ref(d.ftpRefs, v.VIP); err != nil {
+			return err
+		}
+	}
+	for rid, r := range d.reverses {
+		if d.ftpRev[rid] && r.VServerID == v.ID {
+			if err := d.writeFTPVIPs(rid.addr); err != nil {
+				return err
+			}
+		}
+	}
 	return d.ref(d.vipRefs, v.VIP)
 }
 
@@ -443,6 +497,15 @@ func (d *Datapath) DeleteVServer(id uint32) error {
 	delete(d.vservers, id)
 	if err := d.unref(d.vipRefs, v.VIP); err != nil {
 		return err
+	}
+	if v.FTP {
+		if err := d.unref(d.ftpRefs, v.VIP); err != nil {
+			return err
+		}
+	}
+	var none lbVserver
+	if err := d.objs.VsByid.Update(&id, &none, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("deleting vserver %d: %w", id, err)
 	}
 	zero := uint32(0)
 	if err := d.objs.TableActive.Update(&id, &zero, ebpf.UpdateAny); err != nil {
@@ -478,6 +541,9 @@ func (d *Datapath) SetBackend(b Backend) error {
 		return fmt.Errorf("writing backend %d: %w", b.ID, err)
 	}
 	d.backends[b.ID] = b
+	if _, ok := d.backends[d.DataBackendID(b.ID)]; ok {
+		return d.setDataBackend(b)
+	}
 	return nil
 }
 
@@ -497,7 +563,7 @@ func (d *Datapath) DeleteBackend(id uint32) error {
 		return fmt.Errorf("deleting backend %d: %w", id, err)
 	}
 	delete(d.backends, id)
-	return nil
+	return d.deleteDataBackend(id)
 }
 
 // SetReverse adds or changes the reverse entry of a bound service.
@@ -533,6 +599,12 @@ func (d *Datapath) SetReverse(r Reverse) error {
 	if r.Stateful {
 		val.Flags |= revFlagStateful
 	}
+	if v.FTP {
+		val.Flags |= revFlagFTP
+		if err := d.setDataBackend(d.backends[r.BackendID]); err != nil {
+			return err
+		}
+	}
 	for _, p := range r.Protocol.expand() {
 		k := lbRevKey{Addr: addr, Port: htons(r.Port), Proto: uint8(p), Family: fam}
 		if err := d.objs.Reverse.Update(&k, &val, ebpf.UpdateAny); err != nil {
@@ -540,6 +612,15 @@ func (d *Datapath) SetReverse(r Reverse) error {
 		}
 	}
 	d.reverses[rid] = r
+	if v.FTP {
+		d.ftpRev[rid] = true
+		if err := d.ref(d.ftpRefs, r.Addr); err != nil {
+			return err
+		}
+		if err := d.writeFTPVIPs(r.Addr); err != nil {
+			return err
+		}
+	}
 	return d.ref(d.serviceRefs, r.Addr)
 }
 
@@ -566,6 +647,15 @@ func (d *Datapath) deleteReverse(rid reverseID) error {
 		}
 	}
 	delete(d.reverses, rid)
+	if d.ftpRev[rid] {
+		delete(d.ftpRev, rid)
+		if err := d.unref(d.ftpRefs, rid.addr); err != nil {
+			return err
+		}
+		if err := d.writeFTPVIPs(rid.addr); err != nil {
+			return err
+		}
+	}
 	return d.unref(d.serviceRefs, rid.addr)
 }
 
@@ -600,6 +690,9 @@ func (d *Datapath) writeAddr(a netip.Addr) error {
 	}
 	if d.snips[a] {
 		flags |= addrFlagSNIP
+	}
+	if d.ftpRefs[a] > 0 {
+		flags |= addrFlagFTP
 	}
 	if flags == 0 {
 		if err := d.objs.Addrs.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {

@@ -20,6 +20,17 @@ type lbAddrKey struct {
 	Pad    [3]uint8
 }
 
+type lbAlgCounter uint32
+
+const (
+	lbAlgCounterALG_FTP_DATA_OPEN    lbAlgCounter = 40
+	lbAlgCounterALG_FTP_EXPIRED      lbAlgCounter = 41
+	lbAlgCounterALG_FTP_EXPECT_FAIL  lbAlgCounter = 42
+	lbAlgCounterALG_FTP_DATA_REFUSED lbAlgCounter = 43
+	lbAlgCounterALG_FTP_NOT_SYN      lbAlgCounter = 44
+	lbAlgCounterALG_MAX              lbAlgCounter = 45
+)
+
 type lbBackend struct {
 	_      structs.HostLayout
 	Addr   [4]uint32
@@ -50,6 +61,27 @@ const (
 	lbEventTypeEVENT_NEW   lbEventType = 1
 	lbEventTypeEVENT_CLOSE lbEventType = 2
 )
+
+type lbExpect struct {
+	_          structs.HostLayout
+	To         [4]uint32
+	DeadlineNs uint64
+	VsId       uint32
+	BackendId  uint32
+	CtlPort    uint16
+	CtlVport   uint16
+	Kind       uint8
+	Pad        [3]uint8
+}
+
+type lbExpectKey struct {
+	_      structs.HostLayout
+	Src    [4]uint32
+	Dst    [4]uint32
+	Dport  uint16
+	Family uint8
+	Pad    uint8
+}
 
 type lbFibEntry struct {
 	_         structs.HostLayout
@@ -113,6 +145,36 @@ type lbFlowKey struct {
 	Proto  uint8
 	Family uint8
 	Pad    uint16
+}
+
+type lbFtpCtl struct {
+	_         structs.HostLayout
+	Vip       [4]uint32
+	Client    [4]uint32
+	Backend   [4]uint32
+	VsId      uint32
+	BackendId uint32
+	Cport     uint16
+	Vport     uint16
+	Dir       uint8
+	Family    uint8
+	Pad       uint16
+}
+
+type lbFtpScratch struct {
+	_   structs.HostLayout
+	Buf [128]uint8
+	Len uint32
+	I   uint32
+	G   [8]uint16
+	N   uint32
+	Gap int32
+}
+
+type lbFtpVipList struct {
+	_   structs.HostLayout
+	N   uint32
+	Vip [4][4]uint32
 }
 
 type lbMethod uint32
@@ -246,35 +308,44 @@ type lbVserver struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	lbMapAddrs           = "addrs"
-	lbMapBackendFib      = "backend_fib"
-	lbMapBackendStats    = "backend_stats"
-	lbMapBackends        = "backends"
-	lbMapBeConns         = "be_conns"
-	lbMapEvents          = "events"
-	lbMapFibCache        = "fib_cache"
-	lbMapFlows           = "flows"
-	lbMapPairs           = "pairs"
-	lbMapReasons         = "reasons"
-	lbMapReverse         = "reverse"
-	lbMapRflows          = "rflows"
-	lbMapRrNext          = "rr_next"
-	lbMapSelf            = "self"
-	lbMapSnatNext        = "snat_next"
-	lbMapTableActive     = "table_active"
-	lbMapTables          = "tables"
-	lbMapVsLists         = "vs_lists"
-	lbMapVserverStats    = "vserver_stats"
-	lbMapVservers        = "vservers"
-	lbProgXdpLb          = "xdp_lb"
-	lbProgXdpPass        = "xdp_pass"
-	lbVarEventTypeUnused = "event_type_unused"
-	lbVarFibCacheNs      = "fib_cache_ns"
-	lbVarFlowEventUnused = "flow_event_unused"
-	lbVarMethodUnused    = "method_unused"
-	lbVarReasonCount     = "reason_count"
-	lbVarSteerPort       = "steer_port"
-	lbVarTableSize       = "table_size"
+	lbMapAddrs            = "addrs"
+	lbMapAlgStats         = "alg_stats"
+	lbMapBackendFib       = "backend_fib"
+	lbMapBackendStats     = "backend_stats"
+	lbMapBackends         = "backends"
+	lbMapBeConns          = "be_conns"
+	lbMapEvents           = "events"
+	lbMapExpects          = "expects"
+	lbMapFibCache         = "fib_cache"
+	lbMapFlows            = "flows"
+	lbMapFtpPending       = "ftp_pending"
+	lbMapFtpScratch       = "ftp_scratch"
+	lbMapFtpVips          = "ftp_vips"
+	lbMapPairs            = "pairs"
+	lbMapReasons          = "reasons"
+	lbMapReverse          = "reverse"
+	lbMapRflows           = "rflows"
+	lbMapRrNext           = "rr_next"
+	lbMapSelf             = "self"
+	lbMapSnatNext         = "snat_next"
+	lbMapTableActive      = "table_active"
+	lbMapTables           = "tables"
+	lbMapVsByid           = "vs_byid"
+	lbMapVsLists          = "vs_lists"
+	lbMapVserverStats     = "vserver_stats"
+	lbMapVservers         = "vservers"
+	lbProgXdpLb           = "xdp_lb"
+	lbProgXdpPass         = "xdp_pass"
+	lbVarAlgCounterUnused = "alg_counter_unused"
+	lbVarDataBackendBase  = "data_backend_base"
+	lbVarEventTypeUnused  = "event_type_unused"
+	lbVarFibCacheNs       = "fib_cache_ns"
+	lbVarFlowEventUnused  = "flow_event_unused"
+	lbVarFtpExpectNs      = "ftp_expect_ns"
+	lbVarMethodUnused     = "method_unused"
+	lbVarReasonCount      = "reason_count"
+	lbVarSteerPort        = "steer_port"
+	lbVarTableSize        = "table_size"
 )
 
 // loadLb returns the embedded CollectionSpec for lb.
@@ -328,13 +399,18 @@ type lbProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type lbMapSpecs struct {
 	Addrs        *ebpf.MapSpec `ebpf:"addrs"`
+	AlgStats     *ebpf.MapSpec `ebpf:"alg_stats"`
 	BackendFib   *ebpf.MapSpec `ebpf:"backend_fib"`
 	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
 	BeConns      *ebpf.MapSpec `ebpf:"be_conns"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
+	Expects      *ebpf.MapSpec `ebpf:"expects"`
 	FibCache     *ebpf.MapSpec `ebpf:"fib_cache"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
+	FtpPending   *ebpf.MapSpec `ebpf:"ftp_pending"`
+	FtpScratch   *ebpf.MapSpec `ebpf:"ftp_scratch"`
+	FtpVips      *ebpf.MapSpec `ebpf:"ftp_vips"`
 	Pairs        *ebpf.MapSpec `ebpf:"pairs"`
 	Reasons      *ebpf.MapSpec `ebpf:"reasons"`
 	Reverse      *ebpf.MapSpec `ebpf:"reverse"`
@@ -344,6 +420,7 @@ type lbMapSpecs struct {
 	SnatNext     *ebpf.MapSpec `ebpf:"snat_next"`
 	TableActive  *ebpf.MapSpec `ebpf:"table_active"`
 	Tables       *ebpf.MapSpec `ebpf:"tables"`
+	VsByid       *ebpf.MapSpec `ebpf:"vs_byid"`
 	VsLists      *ebpf.MapSpec `ebpf:"vs_lists"`
 	VserverStats *ebpf.MapSpec `ebpf:"vserver_stats"`
 	Vservers     *ebpf.MapSpec `ebpf:"vservers"`
@@ -353,13 +430,16 @@ type lbMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lbVariableSpecs struct {
-	EventTypeUnused *ebpf.VariableSpec `ebpf:"event_type_unused"`
-	FibCacheNs      *ebpf.VariableSpec `ebpf:"fib_cache_ns"`
-	FlowEventUnused *ebpf.VariableSpec `ebpf:"flow_event_unused"`
-	MethodUnused    *ebpf.VariableSpec `ebpf:"method_unused"`
-	ReasonCount     *ebpf.VariableSpec `ebpf:"reason_count"`
-	SteerPort       *ebpf.VariableSpec `ebpf:"steer_port"`
-	TableSize       *ebpf.VariableSpec `ebpf:"table_size"`
+	AlgCounterUnused *ebpf.VariableSpec `ebpf:"alg_counter_unused"`
+	DataBackendBase  *ebpf.VariableSpec `ebpf:"data_backend_base"`
+	EventTypeUnused  *ebpf.VariableSpec `ebpf:"event_type_unused"`
+	FibCacheNs       *ebpf.VariableSpec `ebpf:"fib_cache_ns"`
+	FlowEventUnused  *ebpf.VariableSpec `ebpf:"flow_event_unused"`
+	FtpExpectNs      *ebpf.VariableSpec `ebpf:"ftp_expect_ns"`
+	MethodUnused     *ebpf.VariableSpec `ebpf:"method_unused"`
+	ReasonCount      *ebpf.VariableSpec `ebpf:"reason_count"`
+	SteerPort        *ebpf.VariableSpec `ebpf:"steer_port"`
+	TableSize        *ebpf.VariableSpec `ebpf:"table_size"`
 }
 
 // lbObjects contains all objects after they have been loaded into the kernel.
@@ -383,13 +463,18 @@ func (o *lbObjects) Close() error {
 // It can be passed to loadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lbMaps struct {
 	Addrs        *ebpf.Map `ebpf:"addrs"`
+	AlgStats     *ebpf.Map `ebpf:"alg_stats"`
 	BackendFib   *ebpf.Map `ebpf:"backend_fib"`
 	BackendStats *ebpf.Map `ebpf:"backend_stats"`
 	Backends     *ebpf.Map `ebpf:"backends"`
 	BeConns      *ebpf.Map `ebpf:"be_conns"`
 	Events       *ebpf.Map `ebpf:"events"`
+	Expects      *ebpf.Map `ebpf:"expects"`
 	FibCache     *ebpf.Map `ebpf:"fib_cache"`
 	Flows        *ebpf.Map `ebpf:"flows"`
+	FtpPending   *ebpf.Map `ebpf:"ftp_pending"`
+	FtpScratch   *ebpf.Map `ebpf:"ftp_scratch"`
+	FtpVips      *ebpf.Map `ebpf:"ftp_vips"`
 	Pairs        *ebpf.Map `ebpf:"pairs"`
 	Reasons      *ebpf.Map `ebpf:"reasons"`
 	Reverse      *ebpf.Map `ebpf:"reverse"`
@@ -399,6 +484,7 @@ type lbMaps struct {
 	SnatNext     *ebpf.Map `ebpf:"snat_next"`
 	TableActive  *ebpf.Map `ebpf:"table_active"`
 	Tables       *ebpf.Map `ebpf:"tables"`
+	VsByid       *ebpf.Map `ebpf:"vs_byid"`
 	VsLists      *ebpf.Map `ebpf:"vs_lists"`
 	VserverStats *ebpf.Map `ebpf:"vserver_stats"`
 	Vservers     *ebpf.Map `ebpf:"vservers"`
@@ -407,13 +493,18 @@ type lbMaps struct {
 func (m *lbMaps) Close() error {
 	return _LbClose(
 		m.Addrs,
+		m.AlgStats,
 		m.BackendFib,
 		m.BackendStats,
 		m.Backends,
 		m.BeConns,
 		m.Events,
+		m.Expects,
 		m.FibCache,
 		m.Flows,
+		m.FtpPending,
+		m.FtpScratch,
+		m.FtpVips,
 		m.Pairs,
 		m.Reasons,
 		m.Reverse,
@@ -423,6 +514,7 @@ func (m *lbMaps) Close() error {
 		m.SnatNext,
 		m.TableActive,
 		m.Tables,
+		m.VsByid,
 		m.VsLists,
 		m.VserverStats,
 		m.Vservers,
@@ -433,13 +525,16 @@ func (m *lbMaps) Close() error {
 //
 // It can be passed to loadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lbVariables struct {
-	EventTypeUnused *ebpf.Variable `ebpf:"event_type_unused"`
-	FibCacheNs      *ebpf.Variable `ebpf:"fib_cache_ns"`
-	FlowEventUnused *ebpf.Variable `ebpf:"flow_event_unused"`
-	MethodUnused    *ebpf.Variable `ebpf:"method_unused"`
-	ReasonCount     *ebpf.Variable `ebpf:"reason_count"`
-	SteerPort       *ebpf.Variable `ebpf:"steer_port"`
-	TableSize       *ebpf.Variable `ebpf:"table_size"`
+	AlgCounterUnused *ebpf.Variable `ebpf:"alg_counter_unused"`
+	DataBackendBase  *ebpf.Variable `ebpf:"data_backend_base"`
+	EventTypeUnused  *ebpf.Variable `ebpf:"event_type_unused"`
+	FibCacheNs       *ebpf.Variable `ebpf:"fib_cache_ns"`
+	FlowEventUnused  *ebpf.Variable `ebpf:"flow_event_unused"`
+	FtpExpectNs      *ebpf.Variable `ebpf:"ftp_expect_ns"`
+	MethodUnused     *ebpf.Variable `ebpf:"method_unused"`
+	ReasonCount      *ebpf.Variable `ebpf:"reason_count"`
+	SteerPort        *ebpf.Variable `ebpf:"steer_port"`
+	TableSize        *ebpf.Variable `ebpf:"table_size"`
 }
 
 // lbPrograms contains all programs after they have been loaded into the kernel.

@@ -80,13 +80,16 @@ const (
 	vsFlagOwned     = 1 << 1
 	vsFlagMirror    = 1 << 2
 	vsFlagSNAT      = 1 << 3
+	vsFlagFTP       = 1 << 4
 	beFlagValid     = 1 << 0
 	revFlagStateful = 1 << 0
+	revFlagFTP      = 1 << 1
 	addrFlagVIP     = 1 << 0
 	addrFlagBackend = 1 << 1
 	addrFlagLocal   = 1 << 2
 	addrFlagMember  = 1 << 3
 	addrFlagSNIP    = 1 << 4
+	addrFlagFTP     = 1 << 5
 	pairFlagLive    = 1 << 0
 	pairFlagLocal   = 1 << 1
 
@@ -102,6 +105,9 @@ const (
 	FlowFlagInstalled = 1 << 4
 	// FlowFlagMirror: the flow's vserver is mirrored (connFailover STATEFUL).
 	FlowFlagMirror = 1 << 5
+	// FlowFlagFTPData: an FTP data connection, opened by an expectation
+	// of the FTP ALG (ftp.go); its backend is a data backend (DataBackendID).
+	FlowFlagFTPData = 1 << 6
 )
 
 // VServer is a vserver as the data plane sees it.
@@ -132,6 +138,11 @@ type VServer struct {
 	// SNAT (USIP OFF, Owned only) rewrites the source to the owner pair's
 	// SNIP and a port of its range (Pair.SNIP, Pair.SNATPorts).
 	SNAT bool
+	// FTP (type FTP, Owned, Protocol TCP) runs the FTP ALG on the control
+	// connection and opens data connections from its expectations (ftp.go).
+	// Its flows are owned by the client's address alone (hashing.OwnerKey
+	// with Port 0), control and data connections alike.
+	FTP bool
 }
 
 // Backend is a backend (a service's address and port) packets are sent to.

@@ -10,9 +10,11 @@ import (
 
 // TestVerifierBudget keeps the program well under the verifier's 1M
 // processed-instruction limit, so that the stateful work still fits: the
-// inlined program once came within 0.4% of it.
+// inlined program once came within 0.4% of it. The FTP ALG (ftp_alg, with
+// the ftp.h parser: about 45k on its own, flow/alg TestBPFVerifierBudget)
+// took the program from 170k to 251k.
 func TestVerifierBudget(t *testing.T) {
-	const budget = 200000
+	const budget = 300000
 	needRoot(t)
 	spec, err := loadLb()
 	if err != nil {

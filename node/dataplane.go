@@ -165,6 +165,8 @@ func (p *Programmer) Sync(cfg cluster.Config, tables []cluster.VServerTable) err
 			fv.Owned = true
 			fv.Mirror = v.ConnFailover == cluster.FailoverStateful
 			fv.SNAT = !p.usip(cfg, v.Name)
+			// FTP: the data plane's ALG opens the data connections
+			fv.FTP = v.Type == cluster.TypeFTP
 			if v.Persistence != cluster.PersistSourceIP {
 				switch v.LBMethod {
 				case cluster.MethodRoundRobin:

@@ -54,6 +54,15 @@
  *   vs_lists, rr_next, be_conns  ROUNDROBIN / LEASTCONNECTION state.
  *   snat_next     ARRAY pair index -> SNAT port cursor.
  *   events        RINGBUF of flow_event: new and closed mirrored flows.
+ *   vs_byid       ARRAY vs_id -> vserver (FTP data connections have no
+ *                 vserver entry of their own).
+ *   expects       LRU_HASH expect_key -> expect: FTP data connections the
+ *                 ALG waits for (see handle_ftp_data).
+ *   ftp_scratch, ftp_pending  PERCPU_ARRAY: the ALG parser's working memory
+ *                 and the control packet it is to read.
+ *   ftp_vips      HASH addr_key -> the VIPs of the FTP vservers a backend
+ *                 address serves (rebuilding data reply entries).
+ *   alg_stats     PERCPU_ARRAY alg_counter -> count.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -69,6 +78,7 @@
 #include "lb.h"
 #include "hash.h"
 #include "csum.h"
+#include "ftp.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -102,6 +112,18 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define OWNED_REPLY_CODE(vs_id) (OWNED_REPLY_FLAG | ((vs_id) << 16))
 #define STEER_CODE(idx, reply, vs_id) \
 	(STEER_FLAG | (((idx) & (MAX_PAIRS - 1)) << 1) | ((reply) ? 1 : 0) | ((vs_id) << 16))
+/* FTP (see handle_ftp_data): OWNED_REPLY_CODE of an FTP vserver's control
+ * connection (the ALG reads it) or of a data connection; "maybe an FTP
+ * data packet from a backend"; "an FTP data packet of vserver vs_id, for
+ * handle_owned"; and, on a verdict, "run ftp_alg on this packet". */
+#define OWNED_REPLY_FTP 0x400
+#define OWNED_REPLY_DATA 0x800
+#define FTP_DATA_REPLY_CODE 0x1000
+#define FTP_OWNED_FLAG 0x2000
+#define FTP_OWNED_CODE(vs_id) (FTP_OWNED_FLAG | ((vs_id) << 16))
+#define FTP_ALG_FLAG 0x4000
+/* vs_id of verdicts that belong to no known vserver (counted globally). */
+#define VS_NONE 0x7fff
 
 /* M, the number of slots of every Maglev table. Set by the loader. */
 volatile const __u32 table_size = 65537;
@@ -114,6 +136,15 @@ volatile const __u64 fib_cache_ns = 1000000000ULL;
  * disables steering and decapsulation. Set by the loader. */
 volatile const __u16 steer_port = 0;
 
+/* How long an FTP expectation waits for its data connection. Set by the
+ * loader. */
+volatile const __u64 ftp_expect_ns = 30000000000ULL;
+
+/* The data backend of backend id b is b + data_backend_base: the same
+ * address on any port (an FTP data connection keeps its ports). Set by the
+ * loader to MaxBackends. */
+volatile const __u32 data_backend_base = 4096;
+
 /* Seed of the owner key hash: hashing.OwnerSeed. */
 #define OWNER_SEED 0x6f776e72
 
@@ -121,6 +152,7 @@ volatile const __u16 steer_port = 0;
 volatile const enum reason reason_count = REASON_MAX;
 volatile const enum method method_unused = METHOD_SOURCEIP;
 volatile const enum event_type event_type_unused = EVENT_NEW;
+volatile const enum alg_counter alg_counter_unused = ALG_MAX;
 const struct flow_event *flow_event_unused __attribute__((unused));
 
 struct {
@@ -268,6 +300,49 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
+
+/* FTP ALG (see handle_ftp_data). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct vserver);
+	__uint(max_entries, 64);
+} vs_byid SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct expect_key);
+	__type(value, struct expect);
+	__uint(max_entries, 16384);
+} expects SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct addr_key);
+	__type(value, struct ftp_vip_list);
+	__uint(max_entries, 4096);
+} ftp_vips SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ftp_scratch);
+	__uint(max_entries, 1);
+} ftp_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ftp_ctl);
+	__uint(max_entries, 1);
+} ftp_pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, ALG_MAX);
+} alg_stats SEC(".maps");
 
 /* A parsed packet. Offsets are from the start of the frame. */
 struct pkt {
@@ -1080,6 +1155,56 @@ static __always_inline void conns_add(__u32 be_id, __s64 d)
 		__sync_fetch_and_add(c, d);
 }
 
+/* ---- FTP ALG: the control connection ---------------------------------
+ *
+ * An FTP vserver (VS_F_FTP, Owned) forwards its control connection like
+ * any owned flow; at the owner, after a packet of it was rewritten and sent
+ * (the redirect happens when the program returns, so an expectation is in
+ * place before a 227 reply reaches the client), ftp_alg reads the first
+ * line of its payload with ftp.h: PORT and EPRT from the client, 227 and
+ * 229 from the backend. A valid one inserts an expectation (expects) that
+ * the data connection's first packet, a SYN, consumes in handle_ftp_data
+ * (passive) or handle_ftp_data_reply (active). Every line of those kinds is
+ * counted by kind and reason in alg_stats. */
+
+static __always_inline void alg_count(__u32 idx)
+{
+	__u64 *c;
+
+	if (idx >= ALG_MAX)
+		return;
+	c = bpf_map_lookup_elem(&alg_stats, &idx);
+	if (c)
+		*c += 1;
+}
+
+/* ftp_note leaves what ftp_alg needs of a control packet in ftp_pending and
+ * flags the verdict, so that dispatch runs ftp_alg after the handler, on its
+ * own stack frame. Dropped packets are not read: the peer sends them again. */
+static __always_inline int ftp_note(int verdict, __u8 dir, __u8 family, const __u32 *vip,
+				    const __u32 *client, const __u32 *backend, __u32 vs_id,
+				    __u32 be_id, __u16 cport, __u16 vport)
+{
+	struct ftp_ctl *c;
+	__u32 k = 0;
+
+	if (verdict != XDP_REDIRECT && verdict != XDP_TX && verdict != XDP_PASS)
+		return verdict;
+	c = bpf_map_lookup_elem(&ftp_pending, &k);
+	if (!c)
+		return verdict;
+	__builtin_memcpy(c->vip, vip, 16);
+	__builtin_memcpy(c->client, client, 16);
+	__builtin_memcpy(c->backend, backend, 16);
+	c->vs_id = vs_id;
+	c->backend_id = be_id;
+	c->cport = cport;
+	c->vport = vport;
+	c->dir = dir;
+	c->family = family;
+	return verdict | FTP_ALG_FLAG;
+}
+
 /* pick_owned chooses the backend of a new owned flow. */
 static __always_inline __u32 pick_owned(const struct vserver *vs, const struct pkt *p,
 					__u32 *epoch)
@@ -1211,7 +1336,7 @@ HANDLER int handle_owned(struct xdp_md *ctx, struct pkt *p, struct vserver *vs, 
 		return vs_verdict(vs_id, REASON_DROP_UNSUPPORTED, XDP_DROP);
 	sc = bpf_map_lookup_elem(&self, &key);
 	if (sc && sc->npairs) {
-		pr = owner_pair(sc, p->src, p->family, p->sport, &pidx);
+		pr = owner_pair(sc, p->src, p->family, (vs->flags & VS_F_FTP) ? 0 : p->sport, &pidx);
 		if (pr && !(pr->flags & PAIR_F_LOCAL)) {
 			if (!steered)
 				return STEER_CODE(pidx, 0, vs_id);
@@ -1337,6 +1462,10 @@ HANDLER int handle_owned(struct xdp_md *ctx, struct pkt *p, struct vserver *vs, 
 	}
 	vs_add(vs_id, ctx->data_end - ctx->data, new_flow, 0);
 	be_add(be_id, ctx->data_end - ctx->data, new_flow, 0);
+	if ((vs->flags & VS_F_FTP) && !(f->flags & FLOW_F_FTP_DATA))
+		return ftp_note(send(ctx, rc, &fp, vs_id, be_id, new_flow ? REASON_FWD_NEW : REASON_FWD_HIT),
+				FTP_FROM_CLIENT, p->family, p->dst, p->src, be->addr, vs_id, be_id,
+				p->sport, p->dport);
 	return send(ctx, rc, &fp, vs_id, be_id, new_flow ? REASON_FWD_NEW : REASON_FWD_HIT);
 }
 
@@ -1344,9 +1473,13 @@ HANDLER int handle_owned(struct xdp_md *ctx, struct pkt *p, struct vserver *vs, 
  * to VIP:vport (and, after source NAT, to the client) from rflows. A reply
  * without entry at a node that does not own its flow is steered to the
  * owner by (destination, dport); replies to a SNIP are routed to the pair's
- * active member by BGP and never steered. */
-HANDLER int handle_owned_reply(struct xdp_md *ctx, struct pkt *p, __u32 vs_hint, int steered)
+ * active member by BGP and never steered. flags: 1 if steered, and
+ * OWNED_REPLY_FTP (an FTP control connection, whose replies the ALG reads)
+ * or OWNED_REPLY_DATA (an FTP data connection); both are steered by the
+ * destination alone. */
+HANDLER int handle_owned_reply(struct xdp_md *ctx, struct pkt *p, __u32 vs_hint, int flags)
 {
+	int steered = flags & 1, ftp = flags & (OWNED_REPLY_FTP | OWNED_REPLY_DATA);
 	struct bpf_fib_lookup fp;
 	struct flow_key rk = {};
 	struct rflow *rf;
@@ -1384,7 +1517,7 @@ HANDLER int handle_owned_reply(struct xdp_md *ctx, struct pkt *p, __u32 vs_hint,
 			return vs_verdict(vs_hint, REASON_PASS_NO_FLOW, XDP_PASS);
 		sc = bpf_map_lookup_elem(&self, &key);
 		if (!steered && sc && sc->npairs) {
-			pr = owner_pair(sc, p->dst, p->family, p->dport, &key);
+			pr = owner_pair(sc, p->dst, p->family, ftp ? 0 : p->dport, &key);
 			if (pr && !(pr->flags & PAIR_F_LOCAL))
 				return STEER_CODE(key, 1, vs_hint);
 		}
@@ -1456,12 +1589,342 @@ HANDLER int handle_owned_reply(struct xdp_md *ctx, struct pkt *p, __u32 vs_hint,
 	}
 	vs_add(vs_id, ctx->data_end - ctx->data, 0, 1);
 	be_add(be_id, ctx->data_end - ctx->data, 0, 1);
+	if (ftp == OWNED_REPLY_FTP)
+		return ftp_note(send(ctx, rc, &fp, vs_id, be_id, REASON_FWD_REVERSE), FTP_FROM_BACKEND,
+				p->family, vip, client, p->src, vs_id, be_id, cport, vport);
 	return send(ctx, rc, &fp, vs_id, be_id, REASON_FWD_REVERSE);
 no_flow:
 	/* steered here but not ours: never forward it un-rewritten */
 	if (steered)
 		return vs_verdict(vs_hint, REASON_DROP_NOT_OWNER, XDP_DROP);
 	return vs_verdict(vs_hint, REASON_PASS_NO_FLOW, XDP_PASS);
+}
+
+/* ftp_alg reads the control packet ftp_note left (p is the packet as it was
+ * parsed; its payload is not rewritten) and inserts the expectation its
+ * line asks for. */
+HANDLER int ftp_alg(struct xdp_md *ctx, struct pkt *p)
+{
+	struct ftp_scratch *sc;
+	struct ftp_result res;
+	struct expect_key ek = {};
+	struct expect x = {};
+	struct ftp_ctl *c;
+	struct tcphdr *th;
+	__u32 k = 0, off, len;
+	__u8 dir;
+
+	if (!p)
+		return 0;
+	c = bpf_map_lookup_elem(&ftp_pending, &k);
+	sc = bpf_map_lookup_elem(&ftp_scratch, &k);
+	if (!c || !sc)
+		return 0;
+	dir = c->dir;
+	c->dir = 0;
+	if (dir != FTP_FROM_CLIENT && dir != FTP_FROM_BACKEND)
+		return 0;
+	th = ptr_at(ctx, p->l4, sizeof(*th));
+	if (!th)
+		return 0;
+	off = p->l4 + th->doff * 4;
+	if (off >= p->l3_end)
+		return 0;
+	len = p->l3_end - off;
+	ftp_parse(ctx, off, len, dir, c->family, c->vip, c->client, sc, &res);
+	if (res.kind == FTP_KIND_NONE)
+		return 0;
+	alg_count((__u32)res.kind * ALG_FTP_REASONS + res.reason);
+	if (res.reason != FTP_R_OK)
+		return 0;
+	ek.family = c->family;
+	ek.dport = bpf_htons(res.port);
+	if (res.kind == FTP_KIND_PASV || res.kind == FTP_KIND_EPSV) {
+		/* client:any -> VIP:port, to the backend on that port */
+		__builtin_memcpy(ek.src, c->client, 16);
+		__builtin_memcpy(ek.dst, c->vip, 16);
+		__builtin_memcpy(x.to, c->backend, 16);
+	} else {
+		/* backend:any -> client:port, from the VIP */
+		__builtin_memcpy(ek.src, c->backend, 16);
+		__builtin_memcpy(ek.dst, c->client, 16);
+		__builtin_memcpy(x.to, c->vip, 16);
+	}
+	x.deadline_ns = bpf_ktime_get_coarse_ns() + ftp_expect_ns;
+	x.vs_id = c->vs_id;
+	x.backend_id = c->backend_id + data_backend_base;
+	x.ctl_port = c->cport;
+	x.ctl_vport = c->vport;
+	x.kind = res.kind;
+	if (bpf_map_update_elem(&expects, &ek, &x, BPF_ANY))
+		alg_count(ALG_FTP_EXPECT_FAIL);
+	return 0;
+}
+
+/* take_expect looks up and consumes (deletes) the expectation of a data
+ * connection's first packet; 0 when there is a live one of a wanted kind
+ * (passive or not). */
+static __always_inline int take_expect(const struct expect_key *ek, int passive, struct expect *x)
+{
+	struct expect *e = bpf_map_lookup_elem(&expects, ek);
+
+	if (!e)
+		return -1;
+	if (passive != (e->kind == FTP_KIND_PASV || e->kind == FTP_KIND_EPSV))
+		return -1;
+	*x = *e;
+	bpf_map_delete_elem(&expects, ek);
+	if (bpf_ktime_get_coarse_ns() >= x->deadline_ns) {
+		alg_count(ALG_FTP_EXPIRED);
+		return -1;
+	}
+	return 0;
+}
+
+/* handle_ftp_data takes TCP packets to an FTP vserver's VIP on a port
+ * without vserver: the client's side of data connections. Their owner key
+ * is the client's address alone (VS_F_FTP), so a node that does not own it
+ * steers them without knowing the connection. At the owner, a packet of a
+ * known data connection goes to handle_owned with its vserver; a SYN that
+ * an expectation waits for (passive: client -> VIP:port) opens the flow to
+ * the control connection's backend, on the same port, with its own reply
+ * entry (and source NAT when the vserver has USIP OFF), reported on the
+ * events ring like any mirrored flow. Anything else passes, as a VIP port
+ * without vserver does. */
+HANDLER int handle_ftp_data(struct xdp_md *ctx, struct pkt *p, int steered)
+{
+	__u32 key = 0, pidx = 0, vs_id, be_id;
+	struct self_cfg *sc;
+	struct pair *pr = NULL;
+	struct flow_key fk = {};
+	struct expect_key ek = {};
+	struct expect x;
+	struct vserver *vs;
+	struct backend *be;
+	struct flow nf = {};
+	struct rflow rf = {};
+	struct flow *f;
+	__u64 now;
+	__u8 tf;
+
+	if (!p)
+		return XDP_ABORTED;
+	sc = bpf_map_lookup_elem(&self, &key);
+	if (sc && sc->npairs) {
+		pr = owner_pair(sc, p->src, p->family, 0, &pidx);
+		if (pr && !(pr->flags & PAIR_F_LOCAL) && !steered)
+			return STEER_CODE(pidx, 0, VS_NONE);
+	}
+	__builtin_memcpy(fk.src, p->src, 16);
+	__builtin_memcpy(fk.dst, p->dst, 16);
+	fk.sport = p->sport;
+	fk.dport = p->dport;
+	fk.proto = p->proto;
+	fk.family = p->family;
+	tf = tcp_flags(ctx, p);
+	f = bpf_map_lookup_elem(&flows, &fk);
+	/* a SYN on a closed data connection's tuple is a new one: it needs an
+	 * expectation, never a backend of the control connection's vserver */
+	if (f && (f->flags & FLOW_F_FTP_DATA) && (f->flags & FLOW_F_OWNED) &&
+	    !((f->flags & FLOW_F_CLOSING) && (tf & (TCP_SYN | TCP_ACK)) == TCP_SYN))
+		return FTP_OWNED_CODE(f->vs_id & VS_NONE);
+	if ((tf & (TCP_SYN | TCP_ACK | TCP_RST)) != TCP_SYN) {
+		alg_count(ALG_FTP_NOT_SYN);
+		return pass(REASON_PASS_VIP_NO_VSERVER);
+	}
+	__builtin_memcpy(ek.src, p->src, 16);
+	__builtin_memcpy(ek.dst, p->dst, 16);
+	ek.dport = p->dport;
+	ek.family = p->family;
+	if (take_expect(&ek, 1, &x))
+		return pass(REASON_PASS_VIP_NO_VSERVER);
+	vs_id = x.vs_id;
+	be_id = x.backend_id;
+	vs = bpf_map_lookup_elem(&vs_byid, &vs_id);
+	if (!vs || !(vs->flags & VS_F_FTP))
+		return pass(REASON_PASS_VIP_NO_VSERVER);
+	be = lookup_backend(be_id);
+	if (!be || be->family != p->family) {
+		alg_count(ALG_FTP_DATA_REFUSED);
+		return vs_verdict(vs_id, REASON_DROP_NO_BACKEND, XDP_DROP);
+	}
+	now = bpf_ktime_get_coarse_ns();
+	nf.backend_id = be_id;
+	nf.vs_id = vs_id;
+	nf.flags = FLOW_F_OWNED | FLOW_F_FTP_DATA | ((vs->flags & VS_F_MIRROR) ? FLOW_F_MIRROR : 0);
+	nf.owner = pr ? pr->id : 0;
+	nf.created_ns = now;
+	nf.seen_ns = now;
+	__builtin_memcpy(rf.client, p->src, 16);
+	__builtin_memcpy(rf.vip, p->dst, 16);
+	rf.client_port = p->sport;
+	rf.vport = p->dport;
+	rf.vs_id = vs_id;
+	rf.backend_id = be_id;
+	if (vs->flags & VS_F_SNAT) {
+		__u16 sp = 0;
+
+		rf.flags = FLOW_F_SNAT;
+		if (pr && pr->snip_family)
+			sp = snat_alloc(pr, pidx & (MAX_PAIRS - 1), p, be, p->dport, &rf);
+		if (!sp) {
+			alg_count(ALG_FTP_DATA_REFUSED);
+			return vs_verdict(vs_id, REASON_DROP_NO_SNAT, XDP_DROP);
+		}
+		nf.flags |= FLOW_F_SNAT;
+		__builtin_memcpy(nf.snat, pr->snip, 16);
+		nf.snat_port = sp;
+	} else {
+		struct flow_key rk = {};
+
+		__builtin_memcpy(rk.src, be->addr, 16);
+		__builtin_memcpy(rk.dst, p->src, 16);
+		rk.sport = p->dport;
+		rk.dport = p->sport;
+		rk.proto = p->proto;
+		rk.family = p->family;
+		bpf_map_update_elem(&rflows, &rk, &rf, BPF_ANY);
+	}
+	bpf_map_update_elem(&flows, &fk, &nf, BPF_ANY);
+	conns_add(be_id, 1);
+	if (vs->flags & VS_F_MIRROR)
+		emit(EVENT_NEW, &fk, &nf, now);
+	alg_count(ALG_FTP_DATA_OPEN);
+	return FTP_OWNED_CODE(vs_id & VS_NONE);
+}
+
+/* handle_ftp_data_reply takes TCP packets from an FTP backend's address on
+ * a port without reverse entry: the backend's side of data connections.
+ * A packet with a reply entry goes to handle_owned_reply; elsewhere than at
+ * the owner of the destination's address it is steered there; at the
+ * owner, a SYN that an expectation waits for (active: backend -> client:port)
+ * opens the flow: client:port -> VIP:backend port forwards to the backend,
+ * and the SYN and what follows from the backend leave from the VIP. The
+ * port is kept, so a backend that connects from 20 (vsftpd
+ * connect_from_port_20) appears as VIP:20. Active data connections are never
+ * source-NATed: the backend connects to the client itself. Anything else
+ * passes. */
+HANDLER int handle_ftp_data_reply(struct xdp_md *ctx, struct pkt *p, int steered)
+{
+	__u32 key = 0, pidx = 0, vs_id, be_id;
+	struct self_cfg *sc;
+	struct pair *pr = NULL;
+	struct flow_key fk = {}, rk = {};
+	struct expect_key ek = {};
+	struct expect x;
+	struct vserver *vs;
+	struct backend *be;
+	struct flow nf = {};
+	struct rflow rf = {};
+	struct rflow *r;
+	__u64 now;
+	__u8 tf;
+
+	if (!p)
+		return XDP_ABORTED;
+	__builtin_memcpy(rk.src, p->src, 16);
+	__builtin_memcpy(rk.dst, p->dst, 16);
+	rk.sport = p->sport;
+	rk.dport = p->dport;
+	rk.proto = p->proto;
+	rk.family = p->family;
+	r = bpf_map_lookup_elem(&rflows, &rk);
+	if (r)
+		return OWNED_REPLY_CODE(r->vs_id & VS_NONE) | OWNED_REPLY_DATA;
+	sc = bpf_map_lookup_elem(&self, &key);
+	if (sc && sc->npairs) {
+		pr = owner_pair(sc, p->dst, p->family, 0, &pidx);
+		if (pr && !(pr->flags & PAIR_F_LOCAL) && !steered)
+			return STEER_CODE(pidx, 1, VS_NONE);
+	}
+	tf = tcp_flags(ctx, p);
+	if ((tf & (TCP_SYN | TCP_ACK | TCP_RST)) != TCP_SYN) {
+		/* No reply entry, but the flow may be here: a takeover installs
+		 * data flows without theirs (see handle_owned_reply). It is
+		 * rebuilt from the flow client:port -> VIP:backend port, for
+		 * each VIP this backend serves, and recorded. */
+		struct addr_key ak = {};
+		struct ftp_vip_list *vl;
+		__u32 i;
+
+		__builtin_memcpy(ak.addr, p->src, 16);
+		ak.family = p->family;
+		vl = bpf_map_lookup_elem(&ftp_vips, &ak);
+		if (!vl)
+			return pass(REASON_PASS_NOT_OURS);
+		for (i = 0; i < FTP_MAX_VIPS; i++) {
+			struct flow *f;
+
+			if (i >= vl->n)
+				break;
+			__builtin_memcpy(fk.src, p->dst, 16);
+			__builtin_memcpy(fk.dst, vl->vip[i], 16);
+			fk.sport = p->dport;
+			fk.dport = p->sport;
+			fk.proto = p->proto;
+			fk.family = p->family;
+			f = bpf_map_lookup_elem(&flows, &fk);
+			if (!f || (f->flags & (FLOW_F_OWNED | FLOW_F_FTP_DATA)) != (FLOW_F_OWNED | FLOW_F_FTP_DATA) ||
+			    (f->flags & FLOW_F_SNAT))
+				continue;
+			be = lookup_backend(f->backend_id);
+			if (!be || be->addr[0] != p->src[0] || be->addr[1] != p->src[1] ||
+			    be->addr[2] != p->src[2] || be->addr[3] != p->src[3])
+				continue;
+			vs_id = f->vs_id;
+			__builtin_memcpy(rf.client, fk.src, 16);
+			__builtin_memcpy(rf.vip, fk.dst, 16);
+			rf.client_port = fk.sport;
+			rf.vport = fk.dport;
+			rf.vs_id = vs_id;
+			rf.backend_id = f->backend_id;
+			bpf_map_update_elem(&rflows, &rk, &rf, BPF_NOEXIST);
+			return OWNED_REPLY_CODE(vs_id & VS_NONE) | OWNED_REPLY_DATA;
+		}
+		return pass(REASON_PASS_NOT_OURS);
+	}
+	__builtin_memcpy(ek.src, p->src, 16);
+	__builtin_memcpy(ek.dst, p->dst, 16);
+	ek.dport = p->dport;
+	ek.family = p->family;
+	if (take_expect(&ek, 0, &x))
+		return pass(REASON_PASS_NOT_OURS);
+	vs_id = x.vs_id;
+	be_id = x.backend_id;
+	vs = bpf_map_lookup_elem(&vs_byid, &vs_id);
+	if (!vs || !(vs->flags & VS_F_FTP))
+		return pass(REASON_PASS_NOT_OURS);
+	be = lookup_backend(be_id);
+	if (!be || be->family != p->family) {
+		alg_count(ALG_FTP_DATA_REFUSED);
+		return vs_verdict(vs_id, REASON_DROP_NO_BACKEND, XDP_DROP);
+	}
+	now = bpf_ktime_get_coarse_ns();
+	__builtin_memcpy(fk.src, p->dst, 16);
+	__builtin_memcpy(fk.dst, x.to, 16);
+	fk.sport = p->dport;
+	fk.dport = p->sport;
+	fk.proto = p->proto;
+	fk.family = p->family;
+	nf.backend_id = be_id;
+	nf.vs_id = vs_id;
+	nf.flags = FLOW_F_OWNED | FLOW_F_FTP_DATA | ((vs->flags & VS_F_MIRROR) ? FLOW_F_MIRROR : 0);
+	nf.owner = pr ? pr->id : 0;
+	nf.created_ns = now;
+	nf.seen_ns = now;
+	__builtin_memcpy(rf.client, p->dst, 16);
+	__builtin_memcpy(rf.vip, x.to, 16);
+	rf.client_port = p->dport;
+	rf.vport = p->sport;
+	rf.vs_id = vs_id;
+	rf.backend_id = be_id;
+	bpf_map_update_elem(&rflows, &rk, &rf, BPF_ANY);
+	bpf_map_update_elem(&flows, &fk, &nf, BPF_ANY);
+	conns_add(be_id, 1);
+	if (vs->flags & VS_F_MIRROR)
+		emit(EVENT_NEW, &fk, &nf, now);
+	alg_count(ALG_FTP_DATA_OPEN);
+	return OWNED_REPLY_CODE(vs_id & VS_NONE) | OWNED_REPLY_DATA;
 }
 
 /* handle_reverse_fragment: fragments from a service are rewritten only when
@@ -1546,21 +2009,25 @@ HANDLER int handle_reverse(struct xdp_md *ctx, struct pkt *p)
 {
 	struct bpf_fib_lookup fp;
 	struct rev *r;
-	__u32 why;
+	__u32 why, sflags;
 	__u16 nport;
 	int rc;
 
 	if (!p)
 		return XDP_ABORTED;
-	if (!(addr_flags(p->src, p->family) & ADDR_F_BACKEND))
+	sflags = addr_flags(p->src, p->family);
+	if (!(sflags & ADDR_F_BACKEND))
 		return pass(REASON_PASS_NOT_OURS);
 	if (addr_flags(p->dst, p->family) & ADDR_F_LOCAL)
 		return pass(REASON_PASS_LOCAL);
 	r = lookup_reverse(p->src, p->sport, p->proto, p->family);
-	if (!r || r->family != p->family)
+	if (!r || r->family != p->family) {
+		if ((sflags & ADDR_F_FTP) && p->proto == IPPROTO_TCP)
+			return FTP_DATA_REPLY_CODE;
 		return pass(REASON_PASS_NOT_OURS);
+	}
 	if (r->flags & REV_F_STATEFUL)
-		return OWNED_REPLY_CODE(r->vs_id);
+		return OWNED_REPLY_CODE(r->vs_id) | ((r->flags & REV_F_FTP) ? OWNED_REPLY_FTP : 0);
 	nport = r->vport ? r->vport : p->sport;
 	rc = fib(ctx, p, p->proto, r->vip, p->dst, nport, p->dport, &fp, bpf_ktime_get_coarse_ns(), NULL);
 	why = fib_refused(rc);
@@ -1829,15 +2296,32 @@ static __always_inline int dispatch1(struct xdp_md *ctx, struct pkt *p, int stee
 
 	vs = lookup_vserver(p->dst, p->dport, p->proto, p->family, 0);
 	if (!vs) {
-		if (!is_vip(p)) {
+		__u32 af = addr_flags(p->dst, p->family);
+
+		if (!(af & ADDR_F_VIP)) {
 			int rc = handle_reverse(ctx, p);
 
+			if (rc == FTP_DATA_REPLY_CODE)
+				rc = handle_ftp_data_reply(ctx, p, steered);
 			if (rc & OWNED_REPLY_FLAG)
-				return handle_owned_reply(ctx, p, (__u32)rc >> 16, steered);
+				return handle_owned_reply(ctx, p, (__u32)rc >> 16,
+							  (steered ? 1 : 0) |
+								  (rc & (OWNED_REPLY_FTP | OWNED_REPLY_DATA)));
 			return rc;
 		}
 		if (p->dport != 0)
 			vs = lookup_vserver(p->dst, 0, p->proto, p->family, 0);
+		if (!vs && (af & ADDR_F_FTP) && p->proto == IPPROTO_TCP) {
+			int rc = handle_ftp_data(ctx, p, steered);
+			__u32 id;
+
+			if (!(rc & FTP_OWNED_FLAG) || (rc & STEER_FLAG))
+				return rc;
+			id = (__u32)rc >> 16;
+			vs = bpf_map_lookup_elem(&vs_byid, &id);
+			if (!vs)
+				return pass(REASON_PASS_VIP_NO_VSERVER);
+		}
 		if (!vs)
 			return pass(REASON_PASS_VIP_NO_VSERVER);
 	}
@@ -1858,6 +2342,10 @@ static __always_inline int dispatch(struct xdp_md *ctx, struct pkt *p, int steer
 
 	if (rc & STEER_FLAG)
 		return steer(ctx, p, rc);
+	if (rc & FTP_ALG_FLAG) {
+		ftp_alg(ctx, p);
+		rc &= ~FTP_ALG_FLAG;
+	}
 	return rc;
 }
 

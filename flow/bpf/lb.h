@@ -34,6 +34,11 @@ enum vserver_flags {
 	VS_F_MIRROR = 1 << 2,
 	/* USIP OFF: source NAT to the owner pair's SNIP and a port of its range. */
 	VS_F_SNAT = 1 << 3,
+	/* Type FTP (Owned): the ALG reads the control connection (ftp.h) and
+	 * data connections follow its expectations. The owner key is the
+	 * client's address alone (port 0), so that the data connections, whose
+	 * ports no other node can know, meet their control connection's owner. */
+	VS_F_FTP = 1 << 4,
 };
 
 /* rev.flags */
@@ -41,6 +46,9 @@ enum rev_flags {
 	/* The service is bound to owned vservers: replies need the flow state
 	 * (rflows), found at the flow's owner. */
 	REV_F_STATEFUL = 1 << 0,
+	/* ... of an FTP vserver: replies are steered by the client's address
+	 * alone (VS_F_FTP). */
+	REV_F_FTP = 1 << 1,
 };
 
 /* backend.flags */
@@ -61,6 +69,10 @@ enum addr_flags {
 	ADDR_F_MEMBER = 1 << 3,
 	/* A pair's SNIP: replies to it are found in rflows, never steered. */
 	ADDR_F_SNIP = 1 << 4,
+	/* A VIP of an FTP vserver, or the address of one of its backends: TCP
+	 * to that VIP on a port without vserver, or from that backend on a
+	 * port without reverse entry, may be an FTP data connection. */
+	ADDR_F_FTP = 1 << 5,
 };
 
 /* pair.flags */
@@ -77,6 +89,7 @@ enum flow_flags {
 	FLOW_F_SNAT = 1 << 3,	   /* source NAT to snat:snat_port */
 	FLOW_F_INSTALLED = 1 << 4, /* installed by a takeover from the partner's mirror */
 	FLOW_F_MIRROR = 1 << 5,	   /* of a mirrored vserver: its close is reported */
+	FLOW_F_FTP_DATA = 1 << 6,  /* an FTP data connection, opened by an expectation */
 };
 
 /* Why a packet got its verdict. Counted globally and per vserver. */
@@ -256,6 +269,71 @@ struct flow_event {
 	__u16 flags;
 	__u32 owner;
 	__u64 ts_ns;
+};
+
+/* FTP ALG (handle_ftp_*). An expectation waits for the first packet (SYN)
+ * of a data connection, from any source port:
+ *   passive (227, 229)  key client -> VIP:port, to = the backend
+ *   active (PORT, EPRT) key backend -> client:port, to = the VIP
+ * Data connections translate addresses only, never ports: the backend
+ * listens on the port it advertised (vsftpd pasv_address = the VIP), and
+ * connects from the port it chose (20 with connect_from_port_20). */
+struct expect_key {
+	__u32 src[4];
+	__u32 dst[4];
+	__u16 dport; /* network order */
+	__u8 family;
+	__u8 pad;
+};
+
+struct expect {
+	__u32 to[4];	  /* passive: the backend; active: the VIP */
+	__u64 deadline_ns; /* bpf_ktime_get_coarse_ns */
+	__u32 vs_id;
+	__u32 backend_id; /* the data backend (address, any port) */
+	__u16 ctl_port;	  /* the control connection's client port, network order */
+	__u16 ctl_vport;  /* and its VIP port */
+	__u8 kind;	  /* FTP_KIND_* */
+	__u8 pad[3];
+};
+
+/* What the handler of an FTP control packet leaves for ftp_alg, which runs
+ * after it (per-CPU, one packet at a time): the ALG's parser takes 45k
+ * verified instructions and a stack frame of its own. */
+struct ftp_ctl {
+	__u32 vip[4];
+	__u32 client[4];
+	__u32 backend[4];
+	__u32 vs_id;
+	__u32 backend_id; /* of the control connection */
+	__u16 cport;	  /* network order */
+	__u16 vport;
+	__u8 dir; /* FTP_FROM_*; 0: nothing pending */
+	__u8 family;
+	__u16 pad;
+};
+
+/* ftp_vips value: the VIPs of the FTP vservers a backend address serves.
+ * A takeover installs flows without reply entries (they are rebuilt from
+ * the flow); a data connection's flow is keyed client -> VIP:backend port,
+ * and the backend's packet does not say which VIP: these are tried. */
+#define FTP_MAX_VIPS 4
+struct ftp_vip_list {
+	__u32 n;
+	__u32 vip[FTP_MAX_VIPS][4];
+};
+
+/* alg_stats index: FTP control lines by kind and reason
+ * (kind * ALG_FTP_REASONS + reason, kinds 1..4, reasons FTP_R_*), then the
+ * counters below. */
+#define ALG_FTP_REASONS 8
+enum alg_counter {
+	ALG_FTP_DATA_OPEN = 5 * ALG_FTP_REASONS, /* data connection opened by an expectation */
+	ALG_FTP_EXPIRED,			 /* SYN matched an expectation past its deadline */
+	ALG_FTP_EXPECT_FAIL,			 /* expectation map update failed */
+	ALG_FTP_DATA_REFUSED,			 /* expectation used, but no backend or SNAT port */
+	ALG_FTP_NOT_SYN,			 /* non-SYN of an unknown data connection (passed) */
+	ALG_MAX,
 };
 
 #define MAX_PAIRS 16
