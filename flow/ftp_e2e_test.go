@@ -1,0 +1,225 @@
+package flow
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandem-lb/tandem/flow/alg"
+	"github.com/tandem-lb/tandem/test/netns"
+)
+
+// TestFTPEndToEnd downloads files with curl from two vsftpd backends
+// through a node running the data plane, in every FTP mode (EPSV, PASV,
+// EPRT, PORT over IPv4; EPSV and EPRT over IPv6), USIP ON:
+//
+//	client tfc0 ---- tfn0 node tfn1 ---- tfb0 backend1 (vsftpd, v4 and v6)
+//	                          tfn2 ---- tfb0 backend2 (vsftpd, v4 and v6)
+//
+// The VIP is configured nowhere: the control connection, and the data
+// connection the ALG expects, both exist only through the XDP program. Each
+// backend serves a different 4 MiB file under the same name; the client's
+// copy must be one of them, byte for byte, and the round robin must have
+// used both backends. vsftpd with pasv_promiscuous=NO and
+// port_promiscuous=NO accepts a data connection only from the control
+// connection's client, so a data connection sent to the other backend, or
+// from another address, fails the download.
+func TestFTPEndToEnd(t *testing.T) {
+	netns.RequireRoot(t)
+	for _, bin := range []string{"/usr/sbin/vsftpd", "curl"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("needs %s (Debian packages vsftpd and curl; deploy/install-deps.sh): %v", bin, err)
+		}
+	}
+	example, err := os.ReadFile("../deploy/ftp/vsftpd.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, node := netns.New(t), netns.New(t)
+	backends := []*netns.NetNS{netns.New(t), netns.New(t)}
+	for _, ns := range []*netns.NetNS{client, node, backends[0], backends[1]} {
+		ns.Sysctl("net.ipv4.conf.all.rp_filter", "0")
+		ns.Sysctl("net.ipv4.conf.default.rp_filter", "0")
+		ns.Sysctl("net.ipv6.conf.all.accept_dad", "0")
+		ns.Sysctl("net.ipv6.conf.default.accept_dad", "0")
+	}
+	node.Sysctl("net.ipv4.ip_forward", "1")
+	node.Sysctl("net.ipv6.conf.all.forwarding", "1")
+	netns.Veth(t, client, "tfc0", node, "tfn0")
+	nsRun(t, client, "ip", "addr", "add", "10.97.1.2/24", "dev", "tfc0")
+	nsRun(t, client, "ip", "-6", "addr", "add", "fd97:1::2/64", "dev", "tfc0", "nodad")
+	nsRun(t, client, "ip", "route", "add", "default", "via", "10.97.1.1")
+	nsRun(t, client, "ip", "-6", "route", "add", "default", "via", "fd97:1::1")
+	nsRun(t, node, "ip", "addr", "add", "10.97.1.1/24", "dev", "tfn0")
+	nsRun(t, node, "ip", "-6", "addr", "add", "fd97:1::1/64", "dev", "tfn0", "nodad")
+	for i, b := range backends {
+		nif := fmt.Sprintf("tfn%d", i+1)
+		netns.Veth(t, node, nif, b, "tfb0")
+		nsRun(t, node, "ip", "addr", "add", fmt.Sprintf("10.97.%d.1/24", i+2), "dev", nif)
+		nsRun(t, node, "ip", "-6", "addr", "add", fmt.Sprintf("fd97:%d::1/64", i+2), "dev", nif, "nodad")
+		nsRun(t, b, "ip", "addr", "add", fmt.Sprintf("10.97.%d.2/24", i+2), "dev", "tfb0")
+		nsRun(t, b, "ip", "-6", "addr", "add", fmt.Sprintf("fd97:%d::2/64", i+2), "dev", "tfb0", "nodad")
+		nsRun(t, b, "ip", "route", "add", "default", "via", fmt.Sprintf("10.97.%d.1", i+2))
+		nsRun(t, b, "ip", "-6", "route", "add", "default", "via", fmt.Sprintf("fd97:%d::1", i+2))
+		b.DisableTxChecksum("tfb0")
+	}
+	client.DisableTxChecksum("tfc0")
+
+	d := newDatapath(t, Config{TableSize: 251, MaxVServers: 4})
+	for _, nif := range []string{"tfn0", "tfn1", "tfn2"} {
+		if err := node.Do(func() error { return d.Attach(nif) }); err != nil {
+			t.Fatalf("attaching to %s: %v", nif, err)
+		}
+	}
+	attachIn(t, client, d.PassProgram(), "tfc0")
+	for _, b := range backends {
+		attachIn(t, b, d.PassProgram(), "tfb0")
+	}
+	vip4, vip6 := ip("10.97.100.10"), ip("fd97:100::10")
+	for _, v := range []VServer{
+		{ID: 0, VIP: vip4, Port: 21, Protocol: ProtoTCP, Method: MethodRoundRobin, Owned: true, Mirror: true, FTP: true},
+		{ID: 1, VIP: vip6, Port: 21, Protocol: ProtoTCP, Method: MethodRoundRobin, Owned: true, Mirror: true, FTP: true},
+	} {
+		if err := d.SetVServer(v); err != nil {
+			t.Fatal(err)
+		}
+		var ids []uint32
+		for i := range backends {
+			id := uint32(1 + 2*v.ID + uint32(i))
+			a := ip(fmt.Sprintf("10.97.%d.2", i+2))
+			if v.VIP.Is6() {
+				a = ip(fmt.Sprintf("fd97:%d::2", i+2))
+			}
+			if err := d.SetBackend(Backend{ID: id, Addr: a, Port: 21}); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.SetReverse(Reverse{Addr: a, Port: 21, Protocol: ProtoTCP, VServerID: v.ID, BackendID: id, Stateful: true}); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		if err := d.SetVServerBackends(v.ID, ids); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Each backend: its own file, and vsftpd from deploy/ftp/vsftpd.conf
+	// with test-only overrides (vsftpd keeps a setting's last value), one
+	// instance per address family.
+	dir := t.TempDir()
+	for _, p := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sums := map[[32]byte]int{}
+	for i, b := range backends {
+		root := filepath.Join(dir, fmt.Sprintf("root%d", i+1))
+		if err := os.Mkdir(root, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		data := make([]byte, 4<<20)
+		_, _ = rand.Read(data)
+		if err := os.WriteFile(filepath.Join(root, "f.bin"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sums[sha256.Sum256(data)] = i + 1
+		common := []string{"anonymous_enable=YES", "anon_root=" + root, "local_enable=NO", "chroot_local_user=NO",
+			"xferlog_enable=NO", fmt.Sprintf("pasv_min_port=%d", 30000+1000*i), fmt.Sprintf("pasv_max_port=%d", 30099+1000*i)}
+		for fam, extra := range map[string][]string{
+			"v4": {fmt.Sprintf("listen_address=10.97.%d.2", i+2), "pasv_address=" + vip4.String()},
+			"v6": {"listen=NO", "listen_ipv6=YES", fmt.Sprintf("listen_address6=fd97:%d::2", i+2)},
+		} {
+			conf := filepath.Join(dir, fmt.Sprintf("b%d%s.conf", i+1, fam))
+			text := append(append([]byte{}, example...), []byte(strings.Join(append(common, extra...), "\n")+"\n")...)
+			if err := os.WriteFile(conf, text, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			b.Start("/usr/sbin/vsftpd", conf)
+		}
+	}
+
+	runs := []struct {
+		name string
+		vip  netip.Addr
+		args []string
+		kind alg.Kind
+	}{
+		{"EPSV", vip4, nil, alg.KindEPSV},
+		{"PASV", vip4, []string{"--disable-epsv"}, alg.KindPASV},
+		{"EPRT", vip4, []string{"--ftp-port", "10.97.1.2"}, alg.KindEPRT},
+		{"PORT", vip4, []string{"--ftp-port", "10.97.1.2", "--disable-eprt"}, alg.KindPORT},
+		{"EPSV6", vip6, nil, alg.KindEPSV},
+		{"EPRT6", vip6, []string{"--ftp-port", "fd97:1::2"}, alg.KindEPRT},
+	}
+	served := map[int]int{}
+	start := time.Now()
+	for _, r := range runs {
+		// each mode twice: the round robin sends them to both backends
+		for rep := 0; rep < 2; rep++ {
+			out := filepath.Join(dir, "out")
+			os.Remove(out)
+			url := fmt.Sprintf("ftp://%s/f.bin", r.vip)
+			if r.vip.Is6() {
+				url = fmt.Sprintf("ftp://[%s]/f.bin", r.vip)
+			}
+			args := append([]string{"-sS", "-v", "-g", "--connect-timeout", "5", "--max-time", "20", "-o", out}, r.args...)
+			args = append(args, url)
+			var log string
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				// vsftpd may still be starting: retry the first few seconds
+				log, err = client.Run("curl", args...)
+				if err == nil || time.Since(start) > 10*time.Second || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if err != nil {
+				ac, _ := d.ALGCounters()
+				t.Fatalf("%s: curl: %v\n%s\nreasons %v\nALG %+v", r.name, err, log, mustReasons(d), ac)
+			}
+			got, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			be, ok := sums[sha256.Sum256(got)]
+			if !ok {
+				t.Fatalf("%s: downloaded %d bytes that are neither backend's file", r.name, len(got))
+			}
+			served[be]++
+			if !bytes.Contains([]byte(log), []byte(map[alg.Kind]string{alg.KindEPSV: "EPSV", alg.KindPASV: "PASV", alg.KindEPRT: "EPRT", alg.KindPORT: "PORT"}[r.kind])) {
+				t.Errorf("%s: curl did not use %s:\n%s", r.name, r.kind, log)
+			}
+		}
+	}
+	t.Logf("downloads per backend: %v (%d of 4 MiB in %v)", served, 2*len(runs), time.Since(start).Round(time.Millisecond))
+	if served[1] == 0 || served[2] == 0 {
+		t.Errorf("downloads per backend %v: the round robin should have used both", served)
+	}
+	ac, err := d.ALGCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ALG counters: %+v", ac)
+	if want := uint64(2 * len(runs)); ac.DataOpened != want {
+		t.Errorf("%d data connections opened by expectations, want %d", ac.DataOpened, want)
+	}
+	if ac.Refused() != 0 {
+		t.Errorf("refused lines: %+v", ac.Lines)
+	}
+	for _, r := range runs {
+		if ac.Lines[r.kind][alg.ReasonOK] == 0 {
+			t.Errorf("no %s line made an expectation", r.kind)
+		}
+	}
+	t.Logf("reasons: %v", mustReasons(d))
+}
