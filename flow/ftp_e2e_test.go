@@ -19,7 +19,9 @@ import (
 
 // TestFTPEndToEnd downloads files with curl from two vsftpd backends
 // through a node running the data plane, in every FTP mode (EPSV, PASV,
-// EPRT, PORT over IPv4; EPSV and EPRT over IPv6), USIP ON:
+// EPRT, PORT over IPv4; EPSV and EPRT over IPv6) with USIP ON, and in
+// passive mode (EPSV, PASV) with USIP OFF (source NAT to the pair's SNIP,
+// for control and data connections alike):
 //
 //	client tfc0 ---- tfn0 node tfn1 ---- tfb0 backend1 (vsftpd, v4 and v6)
 //	                          tfn2 ---- tfb0 backend2 (vsftpd, v4 and v6)
@@ -83,10 +85,17 @@ func TestFTPEndToEnd(t *testing.T) {
 	for _, b := range backends {
 		attachIn(t, b, d.PassProgram(), "tfb0")
 	}
-	vip4, vip6 := ip("10.97.100.10"), ip("fd97:100::10")
+	// this node is the active member of the only pair, whose SNIP the
+	// backends reach through it (their default route)
+	snip := ip("10.97.200.1")
+	if err := d.SetPairs([]Pair{{ID: 1, Live: true, Local: true, SNIP: snip, SNATPorts: [2]uint16{40000, 40999}}}); err != nil {
+		t.Fatal(err)
+	}
+	vip4, vip6, vipSNAT := ip("10.97.100.10"), ip("fd97:100::10"), ip("10.97.100.11")
 	for _, v := range []VServer{
 		{ID: 0, VIP: vip4, Port: 21, Protocol: ProtoTCP, Method: MethodRoundRobin, Owned: true, Mirror: true, FTP: true},
 		{ID: 1, VIP: vip6, Port: 21, Protocol: ProtoTCP, Method: MethodRoundRobin, Owned: true, Mirror: true, FTP: true},
+		{ID: 2, VIP: vipSNAT, Port: 21, Protocol: ProtoTCP, Method: MethodRoundRobin, Owned: true, Mirror: true, FTP: true, SNAT: true},
 	} {
 		if err := d.SetVServer(v); err != nil {
 			t.Fatal(err)
@@ -98,10 +107,14 @@ func TestFTPEndToEnd(t *testing.T) {
 			if v.VIP.Is6() {
 				a = ip(fmt.Sprintf("fd97:%d::2", i+2))
 			}
-			if err := d.SetBackend(Backend{ID: id, Addr: a, Port: 21}); err != nil {
+			port := uint16(21)
+			if v.SNAT {
+				port = 2121 // the instance that advertises vipSNAT
+			}
+			if err := d.SetBackend(Backend{ID: id, Addr: a, Port: port}); err != nil {
 				t.Fatal(err)
 			}
-			if err := d.SetReverse(Reverse{Addr: a, Port: 21, Protocol: ProtoTCP, VServerID: v.ID, BackendID: id, Stateful: true}); err != nil {
+			if err := d.SetReverse(Reverse{Addr: a, Port: port, Protocol: ProtoTCP, VServerID: v.ID, BackendID: id, Stateful: true}); err != nil {
 				t.Fatal(err)
 			}
 			ids = append(ids, id)
@@ -137,6 +150,8 @@ func TestFTPEndToEnd(t *testing.T) {
 		for fam, extra := range map[string][]string{
 			"v4": {fmt.Sprintf("listen_address=10.97.%d.2", i+2), "pasv_address=" + vip4.String()},
 			"v6": {"listen=NO", "listen_ipv6=YES", fmt.Sprintf("listen_address6=fd97:%d::2", i+2)},
+			"snat": {fmt.Sprintf("listen_address=10.97.%d.2", i+2), "listen_port=2121", "pasv_address=" + vipSNAT.String(),
+				fmt.Sprintf("pasv_min_port=%d", 32000+1000*i), fmt.Sprintf("pasv_max_port=%d", 32099+1000*i)},
 		} {
 			conf := filepath.Join(dir, fmt.Sprintf("b%d%s.conf", i+1, fam))
 			text := append(append([]byte{}, example...), []byte(strings.Join(append(common, extra...), "\n")+"\n")...)
@@ -159,6 +174,8 @@ func TestFTPEndToEnd(t *testing.T) {
 		{"PORT", vip4, []string{"--ftp-port", "10.97.1.2", "--disable-eprt"}, alg.KindPORT},
 		{"EPSV6", vip6, nil, alg.KindEPSV},
 		{"EPRT6", vip6, []string{"--ftp-port", "fd97:1::2"}, alg.KindEPRT},
+		{"EPSV USIP OFF", vipSNAT, nil, alg.KindEPSV},
+		{"PASV USIP OFF", vipSNAT, []string{"--disable-epsv"}, alg.KindPASV},
 	}
 	served := map[int]int{}
 	start := time.Now()
@@ -220,6 +237,26 @@ func TestFTPEndToEnd(t *testing.T) {
 		if ac.Lines[r.kind][alg.ReasonOK] == 0 {
 			t.Errorf("no %s line made an expectation", r.kind)
 		}
+	}
+	// USIP OFF: the data connections were source-NATed like their
+	// control connections (vsftpd, pasv_promiscuous=NO, accepted them
+	// because both came from the SNIP)
+	snatData := 0
+	var k lbFlowKey
+	var f lbFlow
+	it := d.objs.Flows.Iterate()
+	for it.Next(&k, &f) {
+		if f.VsId == 2 {
+			if f.Flags&FlowFlagSNAT == 0 || wordsAddr(f.Snat, familyV4) != snip {
+				t.Errorf("USIP OFF flow %+v not source-NATed to %v", k, snip)
+			}
+			if f.Flags&FlowFlagFTPData != 0 {
+				snatData++
+			}
+		}
+	}
+	if snatData != 4 {
+		t.Errorf("%d source-NATed data flows, want 4", snatData)
 	}
 	t.Logf("reasons: %v", mustReasons(d))
 }
