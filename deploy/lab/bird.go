@@ -25,8 +25,8 @@ type birdData struct {
 	NodeAS    uint32
 	HoldTime  int
 	Keepalive int
-	Accept4   netip.Prefix
-	Accept6   netip.Prefix
+	Accept4   []netip.Prefix
+	Accept6   []netip.Prefix
 	Peers     []birdPeer
 	MaxPaths  int
 }
@@ -34,7 +34,7 @@ type birdData struct {
 // The router: BGP sessions with every node (passive: the nodes dial out,
 // tandemd never listens), one per address family over that family's link
 // addresses; imports only the prefixes this router is for (VIPs on the
-// front, client prefixes on the back) as host routes or more specifics
+// front, client prefixes and the pairs' SNIPs on the back) as host routes or more specifics
 // within the accepted range, lowers the preference of routes carrying
 // GRACEFUL_SHUTDOWN (RFC 8326) so a draining node leaves the ECMP set
 // before it withdraws; and installs the best routes into the kernel with
@@ -49,13 +49,13 @@ protocol device {
 }
 
 filter accept4 {
-	if !(net ~ [ {{.Accept4}}+ ]) then reject;
+	if !(net ~ [ {{range $i, $p := .Accept4}}{{if $i}}, {{end}}{{$p}}+{{end}} ]) then reject;
 	if (65535, 0) ~ bgp_community then bgp_local_pref = 0;
 	accept;
 }
 
 filter accept6 {
-	if !(net ~ [ {{.Accept6}}+ ]) then reject;
+	if !(net ~ [ {{range $i, $p := .Accept6}}{{if $i}}, {{end}}{{$p}}+{{end}} ]) then reject;
 	if (65535, 0) ~ bgp_community then bgp_local_pref = 0;
 	accept;
 }
@@ -101,7 +101,7 @@ func (c Config) FrontBIRD() ([]byte, error) {
 	d := birdData{
 		Lab: c.Name, Role: "front", What: "ECMP over the nodes for the VIPs",
 		RouterID: ClientGateway().V4, LocalAS: c.FrontAS,
-		Accept4: VIPRange4, Accept6: VIPRange6,
+		Accept4: []netip.Prefix{VIPRange4}, Accept6: []netip.Prefix{VIPRange6},
 	}
 	for i := 1; i <= c.Nodes; i++ {
 		d.Peers = append(d.Peers,
@@ -115,9 +115,9 @@ func (c Config) FrontBIRD() ([]byte, error) {
 func (c Config) BackBIRD() ([]byte, error) {
 	c4, c6 := ClientPrefixes()
 	d := birdData{
-		Lab: c.Name, Role: "back", What: "ECMP over the nodes for the return prefixes (the clients)",
+		Lab: c.Name, Role: "back", What: "ECMP over the nodes for the return prefixes (the clients); each pair's SNIP from its owning member",
 		RouterID: BackendGateway().V4, LocalAS: c.BackAS,
-		Accept4: c4, Accept6: c6,
+		Accept4: []netip.Prefix{c4, SNIPRange4}, Accept6: []netip.Prefix{c6},
 	}
 	for i := 1; i <= c.Nodes; i++ {
 		d.Peers = append(d.Peers,

@@ -28,18 +28,27 @@ func TestClusterYAMLValid(t *testing.T) {
 	if err := cc.Validate(); err != nil {
 		t.Fatalf("the lab's cluster.yaml breaks rules: %v", err)
 	}
-	if len(cc.VServers) != 6 || len(cc.Services) != 4*c.Backends || len(cc.Bindings) != 6*c.Backends {
+	if len(cc.VServers) != 7 || len(cc.Services) != 5*c.Backends || len(cc.Bindings) != 7*c.Backends {
 		t.Fatalf("%d vservers, %d services, %d bindings", len(cc.VServers), len(cc.Services), len(cc.Bindings))
 	}
 	for _, vs := range cc.VServers {
-		wantVIP := c.VIPs[map[string]int{"st4": 0, "st6": 1, "sf4": 2, "sf6": 3, "sl4": 2, "sl6": 3}[vs.Name]]
-		wantPort := map[bool]uint16{false: 80, true: 81}[strings.HasPrefix(vs.Name, "sl")]
+		wantVIP := c.VIPs[map[string]int{"st4": 0, "st6": 1, "sf4": 2, "sf6": 3, "sl4": 2, "sl6": 3, "su4": 2}[vs.Name]]
+		wantPort := map[string]uint16{"sl": 81, "su": 82}[vs.Name[:2]]
+		if wantPort == 0 {
+			wantPort = 80
+		}
 		if vs.VIP != wantVIP || vs.Port != wantPort {
 			t.Errorf("vserver %s on %v port %d, want %v port %d", vs.Name, vs.VIP, vs.Port, wantVIP, wantPort)
 		}
-		stateful := strings.HasPrefix(vs.Name, "sf") || strings.HasPrefix(vs.Name, "sl")
+		stateful := vs.Name[:2] != "st"
 		if (vs.ConnFailover == cluster.ConnFailover("STATEFUL")) != stateful {
 			t.Errorf("vserver %s: connFailover %s", vs.Name, vs.ConnFailover)
+		}
+	}
+	// USIP OFF exactly on su4's services.
+	for _, s := range cc.Services {
+		if s.USIP == strings.HasSuffix(s.Name, "-su4") {
+			t.Errorf("service %s: usip %v", s.Name, s.USIP)
 		}
 	}
 	// Only the IPv4 VIPs: only the IPv4 vservers.

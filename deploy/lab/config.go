@@ -48,7 +48,9 @@ type Config struct {
 	// ServicePort is the port the backend servers listen on, TCP and UDP,
 	// for the stateless vservers; they listen on ServicePort+1 too, for the
 	// stateful ones (a service bound to a stateless vserver is bound to no
-	// other). Default 8080.
+	// other), and on ServicePort+2 for the stateful USIP OFF one (a
+	// service's (address, port, type) is unique, and USIP is the
+	// service's). Default 8080.
 	ServicePort uint16
 	// StateDir holds configs, pid files, sockets and logs. Default
 	// /run/tandem-lab/<Name>.
@@ -164,8 +166,8 @@ func (c *Config) validate() error {
 			return fmt.Errorf("VIP %v is outside the lab's VIP ranges %v and %v, which the front router accepts", v, VIPRange4, VIPRange6)
 		}
 	}
-	if c.ServicePort == 65535 {
-		return fmt.Errorf("service port 65535 leaves no room for the stateful services' port above it")
+	if c.ServicePort > 65533 {
+		return fmt.Errorf("service port %d leaves no room for the stateful services' two ports above it", c.ServicePort)
 	}
 	if c.HoldTime < 3*time.Second || c.Keepalive <= 0 || c.Keepalive >= c.HoldTime {
 		return fmt.Errorf("hold time %v / keepalive %v: BGP needs a hold time of at least 3s above a positive keepalive", c.HoldTime, c.Keepalive)

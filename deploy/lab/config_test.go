@@ -82,6 +82,9 @@ func TestNodeYAMLParsesAsNodeConfig(t *testing.T) {
 		if nc.Partner != wantPartner {
 			t.Errorf("node %d: partner %q, want %q", i, nc.Partner, wantPartner)
 		}
+		if nc.SNIP != SNIP(i) {
+			t.Errorf("node %d: snip %v, want %v", i, nc.SNIP, SNIP(i))
+		}
 		if nc.Interfaces != (config.Interfaces{Front: NodeIfFront, Back: NodeIfBack, Backplane: NodeIfBackplane}) {
 			t.Errorf("node %d: interfaces %+v", i, nc.Interfaces)
 		}
@@ -165,6 +168,17 @@ func TestAddressPlan(t *testing.T) {
 	for _, p := range []Pair{ClientGateway(), ClientLink(), BackendGateway()} {
 		add("gateway", p.V4)
 		add("gateway", p.V6)
+	}
+	for a, what := range seen {
+		if SNIPRange4.Contains(a) {
+			t.Errorf("%s %v inside the SNIP range %v", what, a, SNIPRange4)
+		}
+	}
+	for i := 1; i <= c.Nodes; i++ {
+		s := SNIP(i)
+		if !SNIPRange4.Contains(s) || s != SNIP(c.Partner(i)) && c.Partner(i) != 0 || i > 2 && s == SNIP(1) {
+			t.Errorf("node %d: SNIP %v (partner's %v): one per pair, in %v", i, s, SNIP(c.Partner(i)), SNIPRange4)
+		}
 	}
 	if got := NodeFront(1); got.V4.String() != "198.18.17.2" || got.V6.String() != "fd00:7a6d:0:17::2" {
 		t.Errorf("node 1 front %v %v: the families must read alike", got.V4, got.V6)

@@ -178,6 +178,8 @@ func (c Config) procs() []proc {
 				"-listen", netip.AddrPortFrom(a.V6, c.ServicePort).String(),
 				"-listen", netip.AddrPortFrom(a.V4, c.ServicePort+1).String(),
 				"-listen", netip.AddrPortFrom(a.V6, c.ServicePort+1).String(),
+				"-listen", netip.AddrPortFrom(a.V4, c.ServicePort+2).String(),
+				"-listen", netip.AddrPortFrom(a.V6, c.ServicePort+2).String(),
 				"-pidfile", c.pidFile(BackendName(j))}})
 		}
 	}

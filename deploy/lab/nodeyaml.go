@@ -34,6 +34,7 @@ type nodeData struct {
 	HoldTime, Keepalive string
 	Peers               []nodePeer
 	Return              []netip.Prefix
+	SNIP                netip.Addr
 	Front, Back, BP     string
 	Socket, State       string
 }
@@ -52,6 +53,7 @@ memberlist:
 {{- if .Partner}}
 partner: {{.Partner}}
 {{- end}}
+snip: {{.SNIP}}
 bgp:
   localAs: {{.AS}}
   routerId: {{.Bind}}
@@ -101,6 +103,7 @@ func (c Config) NodeYAML(i int) ([]byte, error) {
 		HoldTime: c.HoldTime.String(), Keepalive: c.Keepalive.String(),
 		Front: NodeIfFront, Back: NodeIfBack, BP: NodeIfBackplane,
 		Socket: c.NodeSocket(i), State: filepath.Join(c.NodeDir(i), "state"),
+		SNIP: SNIP(i),
 	}
 	// The client prefixes draw the backends' replies (USIP) back through
 	// the nodes, which rewrite their source to the VIP.

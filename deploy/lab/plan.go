@@ -124,7 +124,10 @@ const guardTable = "tandem_guard"
 // port unreachable that would end the client's flow; and backends' replies
 // to the clients are never forwarded un-rewritten. Dropped packets are
 // retransmitted, and reach a live node once the routers have withdrawn
-// this one.
+// this one. Replies to a SNIP that reach a node whose data plane has no
+// entry for them (the back router's route still points at the member
+// that just handed the pair over) are dropped too: the stack would route
+// them out of the front link.
 func (p *planner) guard(ns string, c4, c6 netip.Prefix) {
 	rules := fmt.Sprintf(`table inet %s {
   chain input {
@@ -136,8 +139,9 @@ func (p *planner) guard(ns string, c4, c6 netip.Prefix) {
     type filter hook forward priority 0; policy accept;
     iifname %q ip daddr %s drop
     iifname %q ip6 daddr %s drop
+    iifname %q ip daddr %s drop
   }
-}`, guardTable, VIPRange4, VIPRange6, NodeIfBack, c4, NodeIfBack, c6)
+}`, guardTable, VIPRange4, VIPRange6, NodeIfBack, c4, NodeIfBack, c6, NodeIfBack, SNIPRange4)
 	p.add("guard of "+ns+": its stack never answers for a VIP", nsExec(ns, "nft", "list", "table", "inet", guardTable),
 		nsExec(ns, "nft", rules))
 }

@@ -219,9 +219,13 @@ func TestConfigValidate(t *testing.T) {
 		got = append(got, fmt.Sprintf("%s %s %d/%d", tg.Mode, tg.Addr, tg.TCPFlows, tg.UDPFlows))
 	}
 	want := "stateless 198.19.0.10:80 100/50,stateless [fd00:7a6d:ff::10]:80 100/50," +
-		"stateful 198.19.0.11:80 20/10,stateful 198.19.0.11:81 20/10,stateful [fd00:7a6d:ff::11]:80 20/10,stateful [fd00:7a6d:ff::11]:81 20/10"
+		"stateful 198.19.0.11:80 20/10,stateful 198.19.0.11:81 20/10,stateful-usipoff 198.19.0.11:82 20/10," +
+		"stateful [fd00:7a6d:ff::11]:80 20/10,stateful [fd00:7a6d:ff::11]:81 20/10"
 	if strings.Join(got, ",") != want {
 		t.Errorf("stateful targets\n%s\nwant\n%s", strings.Join(got, ","), want)
+	}
+	if snat := fmt.Sprint(sf.Targets[4].SNAT); snat != "[198.18.80.1 198.18.80.2]" {
+		t.Errorf("USIP OFF target's SNAT %s, want the SNIPs of pairs 1 and 2", snat)
 	}
 	for _, tc := range []struct {
 		name string
@@ -372,8 +376,8 @@ func TestChaosStateful(t *testing.T) {
 			for _, row := range res.Rows() {
 				modes[row.Mode+" "+row.Family+" "+row.Proto] = true
 			}
-			if len(modes) != 8 {
-				t.Errorf("%s: rows %v, want both modes, IPv4 and IPv6, TCP and UDP", sc, modes)
+			if len(modes) != 10 {
+				t.Errorf("%s: rows %v, want stateless and stateful IPv4 and IPv6, stateful-usipoff IPv4, TCP and UDP", sc, modes)
 			}
 		}
 		if err != nil {

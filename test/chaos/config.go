@@ -68,7 +68,14 @@ func ParseScenario(s string) (Scenario, error) {
 const (
 	ModeStateless = "stateless"
 	ModeStateful  = "stateful"
+	// ModeStatefulSNAT labels the flows of a stateful vserver whose
+	// services have USIP OFF: the backends see the owner pair's SNIP.
+	// Checked as ModeStateful.
+	ModeStatefulSNAT = "stateful-usipoff"
 )
+
+// isStateful reports whether a mode label is a stateful vserver's.
+func isStateful(mode string) bool { return mode == ModeStateful || mode == ModeStatefulSNAT }
 
 // Config configures a Runner.
 type Config struct {
@@ -88,6 +95,8 @@ type Config struct {
 	// Stateful adds to the default targets the lab's stateful vservers
 	// (deploy/lab's cluster.yaml), mode "stateful": on the second VIP of
 	// each family, port 80 (ROUNDROBIN) and port 81 (LEASTCONNECTION),
+	// and mode "stateful-usipoff" on port 82 of the IPv4 one (ROUNDROBIN,
+	// USIP OFF: the backends must see a pair's SNIP, the same all along),
 	// with StatefulTCPFlows and StatefulUDPFlows each. It also makes the
 	// victim of kill9, freeze, linkdown and pairloss the active member of
 	// the pair owning the most stateful flows. Default false.
@@ -149,6 +158,14 @@ func (c *Config) setDefaults() {
 				for _, port := range []uint16{80, 81} {
 					c.Targets = append(c.Targets, traffic.Target{Mode: ModeStateful,
 						Addr: netip.AddrPortFrom(fam[1], port), TCPFlows: c.StatefulTCPFlows, UDPFlows: c.StatefulUDPFlows})
+				}
+				if fam[1].Is4() {
+					var snips []netip.Addr
+					for i := 1; i <= c.Lab.Nodes; i += 2 {
+						snips = append(snips, lab.SNIP(i))
+					}
+					c.Targets = append(c.Targets, traffic.Target{Mode: ModeStatefulSNAT,
+						Addr: netip.AddrPortFrom(fam[1], 82), TCPFlows: c.StatefulTCPFlows, UDPFlows: c.StatefulUDPFlows, SNAT: snips})
 				}
 			}
 		}

@@ -203,7 +203,7 @@ func (r *Result) Failures() []string {
 			if f.Moved {
 				moved++
 			}
-		case f.Mode != ModeStateful || !statefulChecked:
+		case !isStateful(f.Mode) || !statefulChecked:
 		case r.Scenario != PairLoss:
 			note("stateful flows not kept", !kept)
 		default:
@@ -243,7 +243,7 @@ func (r *Result) lostPairLine() string {
 	var lost, lostTCP, lostUDP, recreated, others, othersKept int
 	for _, f := range r.Report.Results {
 		owner, ok := r.Owners[f.FlowKey]
-		if f.Mode != ModeStateful || !ok {
+		if !isStateful(f.Mode) || !ok {
 			continue
 		}
 		kept := f.Outcome == traffic.Kept

@@ -319,6 +319,17 @@ var ErrLabBroken = errors.New("the lab is not whole after the scenario")
 // not be made whole after it (wrapping ErrLabBroken); the flows' fate is
 // in the Result, for the caller to judge.
 func (r *Runner) Run(ctx context.Context, sc Scenario) (*Result, error) {
+	return r.RunOn(ctx, sc, r.cfg.Victim)
+}
+
+// RunOn is Run with the scenario acting on node (kill9, freeze, linkdown,
+// drain; pairloss kills node and its partner) whatever flows it carries or
+// owns; node "" picks the victim as Run does. Each node in turn, active
+// member or standby, is what "make chaos -each" runs.
+func (r *Runner) RunOn(ctx context.Context, sc Scenario, node string) (*Result, error) {
+	if node != "" && (nodeIndex(node) < 1 || nodeIndex(node) > r.cfg.Lab.Nodes) {
+		return nil, fmt.Errorf("%s on %q: the lab has nodes n1..n%d", sc, node, r.cfg.Lab.Nodes)
+	}
 	began := time.Now()
 	if err := r.ready(ctx); err != nil {
 		return nil, fmt.Errorf("%s: the lab is not ready: %w", sc, err)
@@ -335,8 +346,8 @@ func (r *Runner) Run(ctx context.Context, sc Scenario) (*Result, error) {
 		Seed:         r.cfg.Seed,
 		Carrier:      rec,
 		Stop:         stop,
-		// Stateless failover keeps the client's address (USIP): every
-		// backend must see each flow from the client's own address.
+		// Every backend must see each flow from the client's own address
+		// (USIP), or from its pair's SNIP for a USIP OFF target.
 		CheckSource: true,
 	}
 	type done struct {
@@ -362,7 +373,7 @@ func (r *Runner) Run(ctx context.Context, sc Scenario) (*Result, error) {
 	out := &Result{Scenario: sc}
 	sleep(ctx, r.cfg.Warmup)
 	tl.add("traffic running: %d flows", countFlows(r.cfg.Targets))
-	victim := r.cfg.Victim
+	victim := node
 	if sc != Rolling {
 		var pairs []api.Pair
 		if r.hasStateful() {
@@ -728,7 +739,7 @@ func (r *recordingCarrier) away(ctx context.Context, c *TableCarrier) (away, kno
 // hasStateful reports whether some target is a stateful vserver.
 func (r *Runner) hasStateful() bool {
 	for _, t := range r.cfg.Targets {
-		if t.Mode == ModeStateful {
+		if isStateful(t.Mode) {
 			return true
 		}
 	}
@@ -748,7 +759,7 @@ func (r *Runner) partnerOf(node string) string {
 func (r *Runner) owners(ctx context.Context, flows []traffic.FlowKey) map[traffic.FlowKey]uint32 {
 	stateful := map[netip.AddrPort]bool{}
 	for _, t := range r.cfg.Targets {
-		if t.Mode == ModeStateful {
+		if isStateful(t.Mode) {
 			stateful[netip.AddrPortFrom(t.Addr.Addr().Unmap(), t.Addr.Port())] = true
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -29,6 +30,13 @@ type Target struct {
 	// UDPFlows is the number of UDP sessions (DefaultUDPFlows in
 	// DefaultTarget).
 	UDPFlows int
+	// SNAT lists the source addresses a backend may see this target's
+	// flows come from instead of the client's own: a vserver with USIP OFF
+	// source-NATs to its owner pair's SNIP. With Config.CheckSource, a
+	// flow's backend must see one of them, and the same address and port
+	// for the whole flow (a takeover keeps the flow's SNAT). Empty: USIP,
+	// the client's own address and port.
+	SNAT []netip.Addr
 }
 
 const (
@@ -376,7 +384,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f := &flow{cfg: &cfg, id: j.id, dst: j.target.Addr, src: j.src, stop: stop, hard: hard}
+			f := &flow{cfg: &cfg, id: j.id, dst: j.target.Addr, src: j.src, snat: j.target.SNAT, stop: stop, hard: hard}
 			f.res = FlowResult{ID: j.id, Mode: j.target.Mode, FlowKey: FlowKey{Proto: "tcp", Dst: j.target.Addr}}
 			if j.udp {
 				f.res.Proto = "udp"
@@ -406,9 +414,11 @@ type flow struct {
 	id         uint32
 	src        netip.Addr
 	dst        netip.AddrPort
+	snat       []netip.Addr // the target's SNAT
 	stop, hard context.Context
 	res        FlowResult
-	last       time.Time // last successful round trip (or establishment)
+	last       time.Time      // last successful round trip (or establishment)
+	seen       netip.AddrPort // the first peer the backend reported (SNAT)
 
 	req, want []byte
 	rbuf      []byte
@@ -462,7 +472,8 @@ var (
 )
 
 // checkPeer verifies, with CheckSource, that the backend saw the flow come
-// from the client's own address and port.
+// from the client's own address and port, or (a target with SNAT) from one
+// of the SNAT addresses, the same address and port all along.
 func (f *flow) checkPeer(peer string) error {
 	if !f.cfg.CheckSource {
 		return nil
@@ -470,6 +481,17 @@ func (f *flow) checkPeer(peer string) error {
 	ap, err := netip.ParseAddrPort(peer)
 	if err != nil {
 		return fmt.Errorf("backend reported peer %q: %w", peer, errSource)
+	}
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	if len(f.snat) > 0 {
+		if !slices.Contains(f.snat, ap.Addr()) {
+			return fmt.Errorf("backend saw the flow from %s, not from a SNAT address %v: %w", ap, f.snat, errSource)
+		}
+		if f.seen.IsValid() && ap != f.seen {
+			return fmt.Errorf("backend saw the flow from %s, earlier from %s: %w", ap, f.seen, errSource)
+		}
+		f.seen = ap
+		return nil
 	}
 	if ap.Addr().Unmap() != f.res.Src.Addr().Unmap() || ap.Port() != f.res.Src.Port() {
 		return fmt.Errorf("backend saw the flow from %s, the client is %s: %w", ap, f.res.Src, errSource)

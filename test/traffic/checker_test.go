@@ -313,7 +313,8 @@ func TestCheckerStopEndsRunEarly(t *testing.T) {
 
 // With CheckSource, flows whose backend sees the client's own address are
 // kept, and flows through a proxy (the backend sees the proxy) fail with
-// ReasonSource.
+// ReasonSource, unless the target names the proxy's address as its SNAT
+// (USIP OFF).
 func TestCheckerCheckSource(t *testing.T) {
 	_, port := serve(t, "", "b", netip.MustParseAddr("127.0.0.1"), 0)
 	direct := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
@@ -322,6 +323,8 @@ func TestCheckerCheckSource(t *testing.T) {
 		Targets: []Target{
 			{Mode: "direct", Addr: direct, TCPFlows: 3, UDPFlows: 3},
 			{Mode: "proxied", Addr: netip.MustParseAddrPort(proxy), TCPFlows: 3},
+			{Mode: "snat", Addr: netip.MustParseAddrPort(proxy), TCPFlows: 3, SNAT: []netip.Addr{netip.MustParseAddr("127.0.0.1")}},
+			{Mode: "other-snat", Addr: netip.MustParseAddrPort(proxy), TCPFlows: 3, SNAT: []netip.Addr{netip.MustParseAddr("127.0.0.9")}},
 		},
 		Sources:     []netip.Addr{netip.MustParseAddr("127.0.0.2")},
 		Duration:    time.Second,
@@ -337,10 +340,16 @@ func TestCheckerCheckSource(t *testing.T) {
 			if s.Kept != 6 {
 				t.Errorf("direct: %+v, want all 6 kept", s)
 			}
-		case "proxied":
+		case "proxied", "other-snat":
 			if s.Broken != 3 || s.Reasons[ReasonSource] != 3 {
-				t.Errorf("proxied: %+v, want 3 broken by source", s)
+				t.Errorf("%s: %+v, want 3 broken by source", s.Mode, s)
 			}
+		case "snat":
+			if s.Kept != 3 {
+				t.Errorf("snat: %+v, want all 3 kept (the backend sees the SNAT address)", s)
+			}
+		default:
+			t.Errorf("mode %q", s.Mode)
 		}
 	}
 }

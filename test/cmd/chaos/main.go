@@ -11,7 +11,12 @@
 // it prints (instead of applying the lab's cluster.yaml) and runs kill9
 // only: this is "make demo".
 //
-//	chaos -bin bin [-scenarios kill9,freeze,linkdown,drain,rolling,pairloss] [-demo] [-tcp 100 -udp 50] [-stateful=false]
+//	chaos -bin bin [-scenarios kill9,freeze,linkdown,drain,rolling,pairloss] [-each] [-demo] [-tcp 100 -udp 50] [-stateful=false]
+//
+// With -each, kill9, freeze and linkdown act on every node in turn (n1,
+// n2, ...: active members and standbys alike) instead of on the node
+// carrying (or whose pair owns) the most flows; their lines then end with
+// victim=NODE.
 //
 // Exit status: 0 when every scenario showed what it must (chaos.Result.
 // Failures: every flow kept and none corrupt, kill9 moved some; pairloss
@@ -57,6 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	stateful := fs.Bool("stateful", true, "also keep flows through the stateful vservers (ROUNDROBIN and LEASTCONNECTION, mode stateful) and add pairloss to the default scenarios; ignored with -demo")
 	sfTCP := fs.Int("stateful-tcp", 20, "TCP flows per stateful vserver")
 	sfUDP := fs.Int("stateful-udp", 10, "UDP sessions per stateful vserver")
+	each := fs.Bool("each", false, "run kill9, freeze and linkdown once per node, each node in turn")
 	keep := fs.Bool("keep", false, "leave the lab up at the end")
 	verbose := fs.Bool("v", false, "log every step")
 	if err := fs.Parse(args); err != nil {
@@ -151,16 +157,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	code := 0
 	var lines []string
-	for _, sc := range scenarios {
+	for _, run := range plan(scenarios, *each, cfg.Lab.Nodes) {
+		sc := run.sc
 		nflows := 0
 		for _, t := range cfg.Targets {
 			nflows += t.TCPFlows + t.UDPFlows
 		}
-		fmt.Fprintf(stdout, "running %s under %d flows...\n", sc, nflows)
-		res, err := r.Run(ctx, sc)
+		on := ""
+		if run.node != "" {
+			on = " on " + run.node
+		}
+		fmt.Fprintf(stdout, "running %s%s under %d flows...\n", sc, on, nflows)
+		res, err := r.RunOn(ctx, sc, run.node)
 		if res != nil && res.Report != nil {
 			fmt.Fprint(stdout, res.Table())
 			for _, l := range res.Lines() {
+				if run.node != "" {
+					l += " victim=" + run.node
+				}
 				fmt.Fprintln(stdout, l)
 				lines = append(lines, l)
 			}
@@ -190,6 +204,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return code
+}
+
+type scenarioRun struct {
+	sc   chaos.Scenario
+	node string // "" lets the runner pick the victim
+}
+
+// plan lists the runs of scenarios: with each, kill9, freeze and linkdown
+// once per node of a lab of nodes nodes, in node order.
+func plan(scenarios []chaos.Scenario, each bool, nodes int) []scenarioRun {
+	var out []scenarioRun
+	for _, sc := range scenarios {
+		if !each || (sc != chaos.Kill9 && sc != chaos.Freeze && sc != chaos.LinkDown) {
+			out = append(out, scenarioRun{sc: sc})
+			continue
+		}
+		for i := 1; i <= nodes; i++ {
+			out = append(out, scenarioRun{sc: sc, node: lab.NodeName(i)})
+		}
+	}
+	return out
 }
 
 // configureDemo configures one IPv4 and one IPv6 stateless vserver over
