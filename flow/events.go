@@ -20,6 +20,9 @@ const (
 	EventNew = EventKind(lbEventTypeEVENT_NEW)
 	// EventClose: the first FIN or RST of the flow was seen.
 	EventClose = EventKind(lbEventTypeEVENT_CLOSE)
+	// EventExpect: the FTP ALG created an expectation (ftp.go); Entry
+	// carries it as a mirror entry (ExpectationEntry).
+	EventExpect = EventKind(lbEventTypeEVENT_EXPECT)
 )
 
 func (k EventKind) String() string {
@@ -28,6 +31,8 @@ func (k EventKind) String() string {
 		return "new"
 	case EventClose:
 		return "close"
+	case EventExpect:
+		return "expect"
 	}
 	return fmt.Sprintf("event(%d)", uint8(k))
 }
@@ -100,7 +105,7 @@ func decodeEvent(b []byte) (raw lbFlowEvent, err error) {
 		return raw, fmt.Errorf("%w: %d bytes, want %d", ErrBadEvent, len(b), unsafe.Sizeof(raw))
 	}
 	raw = *(*lbFlowEvent)(unsafe.Pointer(&b[0]))
-	if EventKind(raw.Type) != EventNew && EventKind(raw.Type) != EventClose {
+	if k := EventKind(raw.Type); k != EventNew && k != EventClose && k != EventExpect {
 		return raw, fmt.Errorf("%w: kind %d", ErrBadEvent, raw.Type)
 	}
 	if raw.Family != familyV4 && raw.Family != familyV6 {
@@ -124,6 +129,13 @@ func (er *EventReader) decode(b []byte) (FlowEvent, bool, error) {
 		return ev, false, nil
 	}
 	now, mono := time.Now(), monoNow()
+	if ev.Kind == EventExpect {
+		ek := lbExpectKey{Src: raw.Src, Dst: raw.Dst, Dport: raw.Dport, Family: raw.Family}
+		ex := lbExpect{To: raw.Snat, DeadlineNs: raw.TsNs, VsId: raw.VsId, BackendId: raw.BackendId, Kind: uint8(raw.Flags)}
+		e, err := expectationOf(&ek, &ex).Entry(now, mono)
+		ev.Entry = e
+		return ev, true, err
+	}
 	v.CreatedNs, v.SeenNs = raw.TsNs, raw.TsNs
 	e, ok := d.toEntry(&k, &v, now, mono)
 	if !ok {

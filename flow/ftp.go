@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/tandem-lb/tandem/flow/alg"
+	"github.com/tandem-lb/tandem/flow/standby"
 )
 
 // The FTP ALG in the data plane (the C side is ftp_alg, handle_ftp_data and
@@ -250,4 +251,147 @@ func expectationOf(k *lbExpectKey, v *lbExpect) Expectation {
 // Remaining is how long x still waits, by the data plane's clock.
 func (x Expectation) Remaining() time.Duration {
 	return time.Duration(int64(x.Deadline) - int64(monoNow()))
+}
+
+// Mirroring expectations. An expectation travels to the partner as a
+// mirror entry (standby.Entry) with FlowFlagFTPExpect set and its kind in
+// bits 8..10 of Flags, so that the mirroring protocol, the standby store and
+// its TTL carry it unchanged:
+//
+//	passive: Client = client:0,    VIP = VIP:port, Backend = backend:port
+//	active:  Client = client:port, VIP = VIP:0,    Backend = backend:0
+//
+// Port 0 never appears in a flow's key, so the entry never collides with a
+// flow's. Created is when it was mirrored (Unix seconds) and IdleTimeout
+// what was left of its TTL then (at least a second): the store forgets it
+// when it would have expired, and InstallExpectations gives it only the
+// time left.
+
+// FlowFlagFTPExpect marks a mirror entry that carries an FTP expectation,
+// not a flow. It is never set in the flow table.
+const FlowFlagFTPExpect = 1 << 7
+
+const expectKindShift = 8
+
+// ErrNotExpectation: an entry that does not carry an expectation.
+var ErrNotExpectation = errors.New("mirror entry is not an FTP expectation")
+
+// IsExpectation reports whether a mirror entry carries an FTP expectation.
+func IsExpectation(e *standby.Entry) bool { return e.Flags&FlowFlagFTPExpect != 0 }
+
+// Entry encodes x as a mirror entry at wall-clock now and monotonic mono
+// (the data plane's clock).
+func (x Expectation) Entry(now time.Time, mono time.Duration) (standby.Entry, error) {
+	if x.Kind == alg.KindNone || x.Kind > alg.KindEPRT {
+		return standby.Entry{}, fmt.Errorf("%w: kind %v", ErrNotExpectation, x.Kind)
+	}
+	left := time.Duration(int64(x.Deadline) - int64(mono))
+	secs := (left + time.Second - 1) / time.Second
+	e := standby.Entry{
+		Proto:       standby.ProtoTCP,
+		VServerID:   x.VServerID,
+		Flags:       FlowFlagFTPExpect | uint16(x.Kind)<<expectKindShift,
+		Created:     uint32(now.Unix()),
+		LastSeen:    uint32(now.Unix()),
+		IdleTimeout: max(secs, 1) * time.Second,
+	}
+	if x.Kind.Passive() {
+		e.Client = netip.AddrPortFrom(x.Src, 0)
+		e.VIP = netip.AddrPortFrom(x.Dst, x.DstPort)
+		e.Backend = netip.AddrPortFrom(x.To.Addr(), x.DstPort)
+	} else {
+		e.Client = netip.AddrPortFrom(x.Dst, x.DstPort)
+		e.VIP = netip.AddrPortFrom(x.To.Addr(), 0)
+		e.Backend = netip.AddrPortFrom(x.Src, 0)
+	}
+	return e, nil
+}
+
+// InstallExpectations writes the FTP expectations among mirrored entries
+// into the expectations table, each with the time it had left; the others
+// are ignored. An expectation whose vserver is not an FTP vserver here,
+// whose backend has no data backend here, or whose time is up, is skipped.
+// It returns how many were written. Entries' VServerID are data-plane ids.
+func (d *Datapath) InstallExpectations(entries []standby.Entry) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs == nil {
+		return 0, ErrClosed
+	}
+	now, mono := time.Now(), monoNow()
+	dataBE := make(map[netip.Addr]uint32)
+	for id, b := range d.backends {
+		if id >= d.cfg.MaxBackends {
+			dataBE[b.Addr] = id
+		}
+	}
+	n := 0
+	for i := range entries {
+		e := &entries[i]
+		if !IsExpectation(e) {
+			continue
+		}
+		kind := alg.Kind(e.Flags >> expectKindShift & 7)
+		if v, ok := d.vservers[e.VServerID]; !ok || !v.FTP || kind == alg.KindNone || kind > alg.KindEPRT {
+			continue
+		}
+		left := time.Unix(int64(e.Created), 0).Add(e.IdleTimeout).Sub(now)
+		if left <= 0 {
+			continue
+		}
+		beID, ok := dataBE[e.Backend.Addr().Unmap()]
+		if !ok {
+			continue
+		}
+		var k lbExpectKey
+		v := lbExpect{DeadlineNs: uint64(mono + left), VsId: e.VServerID, BackendId: beID, Kind: uint8(kind)}
+		if kind.Passive() {
+			k.Src, k.Family = addrWords(e.Client.Addr())
+			k.Dst, _ = addrWords(e.VIP.Addr())
+			k.Dport = htons(e.VIP.Port())
+			v.To, _ = addrWords(e.Backend.Addr())
+		} else {
+			k.Src, k.Family = addrWords(e.Backend.Addr())
+			k.Dst, _ = addrWords(e.Client.Addr())
+			k.Dport = htons(e.Client.Port())
+			v.To, _ = addrWords(e.VIP.Addr())
+		}
+		if err := d.objs.Expects.Update(&k, &v, ebpf.UpdateAny); err != nil {
+			return n, fmt.Errorf("installing an FTP expectation: %w", err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// ExpectationEntries calls fn with every pending expectation of a mirrored
+// FTP vserver as a mirror entry, until fn returns false: the mirror's bulk
+// sync and refresh carry them with the flows. The Datapath's lock is held:
+// fn must not call the Datapath.
+func (d *Datapath) ExpectationEntries(fn func(standby.Entry) bool) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs == nil {
+		return ErrClosed
+	}
+	now, mono := time.Now(), monoNow()
+	var k lbExpectKey
+	var v lbExpect
+	it := d.objs.Expects.Iterate()
+	for it.Next(&k, &v) {
+		if vs, ok := d.vservers[v.VsId]; !ok || !vs.Mirror || !vs.FTP || v.DeadlineNs <= uint64(mono) {
+			continue
+		}
+		e, err := expectationOf(&k, &v).Entry(now, mono)
+		if err != nil {
+			continue
+		}
+		if !fn(e) {
+			return nil
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("reading expectations: %w", err)
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tandem-lb/tandem/flow/alg"
 	"github.com/tandem-lb/tandem/flow/standby"
@@ -145,6 +146,9 @@ func TestFTPPassive(t *testing.T) {
 			}
 			c.command(t, e, "PASV\r\n")
 			c.reply(t, e, line)
+			if ev := readEvent(t, r); ev.Kind != EventExpect {
+				t.Fatalf("event %+v, want the expectation", ev)
+			}
 			xs := e.expectations(t)
 			if len(xs) != 1 {
 				t.Fatalf("expectations %+v, want one", xs)
@@ -236,6 +240,9 @@ func TestFTPActive(t *testing.T) {
 				line, kind = portLine(c.client.Addr(), port), alg.KindPORT
 			}
 			c.command(t, e, line)
+			if ev := readEvent(t, r); ev.Kind != EventExpect {
+				t.Fatalf("event %+v, want the expectation", ev)
+			}
 			xs := e.expectations(t)
 			if len(xs) != 1 {
 				t.Fatalf("expectations %+v, want one", xs)
@@ -488,5 +495,112 @@ func TestFTPTakeover(t *testing.T) {
 	c.reply(t, partner, pasvLine(c.vip.Addr(), 30002))
 	if xs := partner.expectations(t); len(xs) != 1 || xs[0].DstPort != 30002 {
 		t.Errorf("expectations after the takeover %+v", xs)
+	}
+}
+
+// ftpInstaller installs a takeover like the node does: expectations into
+// the expectations table, flows into the flow table.
+type ftpInstaller struct {
+	d              *Datapath
+	flows, expects int
+}
+
+func (in *ftpInstaller) InstallBatch(entries []standby.Entry) error {
+	var flows []standby.Entry
+	for _, e := range entries {
+		if !IsExpectation(&e) {
+			flows = append(flows, e)
+		}
+	}
+	n, err := in.d.InstallFlows(flows, 1)
+	in.flows += n
+	if err != nil {
+		return err
+	}
+	n, err = in.d.InstallExpectations(entries)
+	in.expects += n
+	return err
+}
+
+// TestFTPMirrorExpectations: an expectation of a mirrored FTP vserver is
+// reported on the events ring and listed for the bulk sync as a mirror
+// entry; carried through the standby store (records, TTL) it is installed
+// at the partner's takeover with the control flow, and a data connection
+// opened after the owner died finds its backend there: passive (the
+// client's SYN to VIP:port) and active (the backend's SYN, leaving from
+// VIP:20), IPv4 and IPv6.
+func TestFTPMirrorExpectations(t *testing.T) {
+	for _, c := range ftpCases() {
+		for _, passive := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s passive=%v", c.name, passive), func(t *testing.T) {
+				owner := ftpEnv(t)
+				owner.ownPairs()
+				r, err := owner.dp.Events()
+				owner.must(err)
+				t.Cleanup(func() { r.Close() })
+				c.open(t, owner)
+				readEvent(t, r)
+				const port = 30001
+				v4 := c.client.Addr().Is4()
+				switch {
+				case passive && v4:
+					c.reply(t, owner, pasvLine(c.vip.Addr(), port))
+				case passive:
+					c.reply(t, owner, fmt.Sprintf("229 Entering Extended Passive Mode (|||%d|)\r\n", port))
+				case v4:
+					c.command(t, owner, portLine(c.client.Addr(), port))
+				default:
+					c.command(t, owner, fmt.Sprintf("EPRT |2|%s|%d|\r\n", c.client.Addr(), port))
+				}
+				ev := readEvent(t, r)
+				if ev.Kind != EventExpect || !IsExpectation(&ev.Entry) || ev.Entry.VServerID != c.vs {
+					t.Fatalf("expectation event %+v", ev)
+				}
+				if l := ev.Entry.IdleTimeout; l < 29*time.Second || l > 30*time.Second {
+					t.Errorf("mirrored expectation lives %v, want the TTL left (30s)", l)
+				}
+				var bulk []standby.Entry
+				owner.must(owner.dp.OwnedFlows(func(e standby.Entry) bool { bulk = append(bulk, e); return true }))
+				owner.must(owner.dp.ExpectationEntries(func(e standby.Entry) bool { bulk = append(bulk, e); return true }))
+				if len(bulk) != 2 || bulk[1] != ev.Entry {
+					t.Fatalf("bulk sync %+v, want the control flow and %+v", bulk, ev.Entry)
+				}
+
+				store, err := standby.New(standby.Config{FlowLimit: 1000})
+				owner.must(err)
+				t.Cleanup(store.Close)
+				recs := make([]standby.Record, len(bulk))
+				for i := range bulk {
+					owner.must(bulk[i].Encode(&recs[i]))
+				}
+				if n, err := store.Upsert("owner", recs); err != nil || n != 2 {
+					t.Fatalf("store kept %d of 2: %v", n, err)
+				}
+
+				partner := ftpEnv(t)
+				partner.ownPairs()
+				in := &ftpInstaller{d: partner.dp}
+				if _, err := store.Takeover("owner", in); err != nil {
+					t.Fatal(err)
+				}
+				if in.flows != 1 || in.expects != 1 {
+					t.Fatalf("installed %d flows and %d expectations, want 1 and 1", in.flows, in.expects)
+				}
+				if passive {
+					dc := netip.AddrPortFrom(c.client.Addr(), 50000)
+					dv := netip.AddrPortFrom(c.vip.Addr(), port)
+					partner.expectForward(t, tcpFrame(partner.macB, partner.routerMAC, dc, dv, tcpSYN, nil),
+						tcpFrame(ftpBackendMAC, partner.macA, dc, netip.AddrPortFrom(c.be.Addr(), port), tcpSYN, nil))
+				} else {
+					bd := netip.AddrPortFrom(c.be.Addr(), 20)
+					cd := netip.AddrPortFrom(c.client.Addr(), port)
+					partner.expectForward(t, tcpFrame(partner.macA, ftpBackendMAC, bd, cd, tcpSYN, nil),
+						tcpFrame(neighMACFor(c.client.Addr()), partner.macB, netip.AddrPortFrom(c.vip.Addr(), 20), cd, tcpSYN, nil))
+				}
+				if ac := partner.algCounters(t); ac.DataOpened != 1 {
+					t.Errorf("partner's ALG counters %+v", ac)
+				}
+			})
+		}
 	}
 }

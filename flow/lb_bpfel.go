@@ -58,8 +58,9 @@ type lbBeStats struct {
 type lbEventType uint32
 
 const (
-	lbEventTypeEVENT_NEW   lbEventType = 1
-	lbEventTypeEVENT_CLOSE lbEventType = 2
+	lbEventTypeEVENT_NEW    lbEventType = 1
+	lbEventTypeEVENT_CLOSE  lbEventType = 2
+	lbEventTypeEVENT_EXPECT lbEventType = 3
 )
 
 type lbExpect struct {

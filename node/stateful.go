@@ -568,7 +568,7 @@ func (s *Stateful) pumpEvents(r *flow.EventReader) {
 		}
 		ev.Entry.VServerID = id
 		switch ev.Kind {
-		case flow.EventNew:
+		case flow.EventNew, flow.EventExpect:
 			snd.Upsert(ev.Entry)
 		case flow.EventClose:
 			if k, err := ev.Entry.Key(); err == nil {
@@ -595,6 +595,28 @@ func (m mirrorSource) Snapshot(fn func(standby.Entry) bool) {
 	if err != nil {
 		m.s.log.Warn("reading owned flows for the mirror", "err", err)
 	}
+	if x, ok := m.s.dp.(expectationDataPlane); ok {
+		err := x.ExpectationEntries(func(e standby.Entry) bool {
+			id, ok := toMirror[e.VServerID]
+			if !ok {
+				return true
+			}
+			e.VServerID = id
+			return fn(e)
+		})
+		if err != nil {
+			m.s.log.Warn("reading FTP expectations for the mirror", "err", err)
+		}
+	}
+}
+
+// expectationDataPlane is the FTP ALG's part of the data plane
+// (*flow.Datapath): expectations travel with the mirrored flows and are
+// installed at a takeover, so that a data connection opened after the owner
+// died still finds its backend.
+type expectationDataPlane interface {
+	ExpectationEntries(fn func(standby.Entry) bool) error
+	InstallExpectations(entries []standby.Entry) (int, error)
 }
 
 // translatingInstaller installs mirrored entries with this node's vserver
@@ -612,14 +634,22 @@ func (t *translatingInstaller) InstallBatch(entries []standby.Entry) error {
 		_, t.toDP, _ = t.prog.MirrorIDs()
 	}
 	out := entries[:0]
+	var expects []standby.Entry
 	for _, e := range entries {
 		if id, ok := t.toDP[e.VServerID]; ok {
 			e.VServerID = id
+			if flow.IsExpectation(&e) {
+				expects = append(expects, e)
+				continue
+			}
 			out = append(out, e)
 		}
 	}
 	n, err := t.dp.InstallFlows(out, t.owner)
 	t.installed += n
+	if x, ok := t.dp.(expectationDataPlane); ok && len(expects) > 0 && err == nil {
+		_, err = x.InstallExpectations(expects)
+	}
 	return err
 }
 

@@ -1656,8 +1656,32 @@ HANDLER int ftp_alg(struct xdp_md *ctx, struct pkt *p)
 	x.ctl_port = c->cport;
 	x.ctl_vport = c->vport;
 	x.kind = res.kind;
-	if (bpf_map_update_elem(&expects, &ek, &x, BPF_ANY))
+	if (bpf_map_update_elem(&expects, &ek, &x, BPF_ANY)) {
 		alg_count(ALG_FTP_EXPECT_FAIL);
+		return 0;
+	}
+	{
+		/* mirrored vservers: the partner keeps it for a takeover */
+		__u32 id = x.vs_id;
+		struct vserver *vs = bpf_map_lookup_elem(&vs_byid, &id);
+		struct flow_event ev = {};
+
+		if (!vs || !(vs->flags & VS_F_MIRROR))
+			return 0;
+		ev.type = EVENT_EXPECT;
+		ev.proto = IPPROTO_TCP;
+		ev.family = ek.family;
+		ev.dport = ek.dport;
+		__builtin_memcpy(ev.src, ek.src, 16);
+		__builtin_memcpy(ev.dst, ek.dst, 16);
+		__builtin_memcpy(ev.snat, x.to, 16);
+		ev.vs_id = x.vs_id;
+		ev.backend_id = x.backend_id;
+		ev.flags = x.kind;
+		ev.ts_ns = x.deadline_ns;
+		if (bpf_ringbuf_output(&events, &ev, sizeof(ev), 0))
+			count(REASON_EVENT_LOST);
+	}
 	return 0;
 }
 

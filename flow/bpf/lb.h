@@ -251,6 +251,10 @@ struct tandem_hdr {
 enum event_type {
 	EVENT_NEW = 1,
 	EVENT_CLOSE = 2,
+	/* An FTP expectation of a mirrored vserver (ftp_alg), in flow_event:
+	 * src, dst, dport = the expect_key; snat = expect.to; flags = kind;
+	 * backend_id = the data backend; ts_ns = the deadline. */
+	EVENT_EXPECT = 3,
 };
 
 struct flow_event {
