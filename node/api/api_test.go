@@ -251,7 +251,13 @@ func TestExplainMatchesHashing(t *testing.T) {
 func TestExplainOwnerPair(t *testing.T) {
 	f := newFixture(t)
 	c := ctx(t)
-	if _, err := f.client.AddVServer(c, cluster.VServer{Name: "ftp1", Type: cluster.TypeFTP, VIP: mustAddr("2001:db8::10"), Port: 21,
+	if _, err := f.client.AddVServer(c, cluster.VServer{Name: "tcp1", Type: cluster.TypeTCP, VIP: mustAddr("2001:db8::10"), Port: 21,
+		LBMethod: cluster.MethodLeastConnection, ConnFailover: cluster.FailoverStateful}); err != nil {
+		t.Fatal(err)
+	}
+	// FTP flows are owned by the client's address alone (control and
+	// data connections meet at one owner)
+	if _, err := f.client.AddVServer(c, cluster.VServer{Name: "ftp1", Type: cluster.TypeFTP, VIP: mustAddr("2001:db8::11"), Port: 21,
 		LBMethod: cluster.MethodLeastConnection, ConnFailover: cluster.FailoverStateful}); err != nil {
 		t.Fatal(err)
 	}
@@ -276,6 +282,16 @@ func TestExplainOwnerPair(t *testing.T) {
 	}
 	if !seen[1] || !seen[2] {
 		t.Errorf("64 flows all went to one pair: %v", seen)
+	}
+	for port := uint16(1000); port < 1016; port++ {
+		src := netip.AddrPortFrom(mustAddr("2001:db8:1::7"), port)
+		ex, err := f.client.Explain(c, api.ExplainRequest{Src: src, Dst: netip.MustParseAddrPort("[2001:db8::11]:21"), Proto: "TCP"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want, _ := hashing.Owner(hashing.OwnerKey{Addr: src.Addr()}, []uint32{1, 2}); ex.OwnerPair != want {
+			t.Fatalf("explain FTP %s: owner %d, want %d (by the address alone)", src, ex.OwnerPair, want)
+		}
 	}
 }
 

@@ -86,7 +86,14 @@ func Explain(c *cluster.Config, tables []Table, st ClusterStatus, req ExplainReq
 		for id := range live {
 			ids = append(ids, id)
 		}
-		owner, err := hashing.Owner(hashing.OwnerKey{Addr: src.Addr(), Port: src.Port()}, ids)
+		key := hashing.OwnerKey{Addr: src.Addr(), Port: src.Port()}
+		if v.Type == cluster.TypeFTP {
+			// the data plane owns FTP flows by the client's address alone,
+			// so that data connections meet their control connection
+			key.Port = 0
+			ex.Notes = append(ex.Notes, "FTP: the owner is chosen by the client's address alone, for the control and data connections alike")
+		}
+		owner, err := hashing.Owner(key, ids)
 		if err != nil {
 			ex.Notes = append(ex.Notes, "no pair has a live member: nobody owns this flow")
 		} else {
