@@ -71,6 +71,42 @@
 // partner's mirrored flows and their reply entries with one batch update
 // per map and batch (InstallFlows).
 //
+// # FTP (ftp.go; ftp_alg, handle_ftp_data, handle_ftp_data_reply in lb.c)
+//
+// An FTP vserver (VServer.FTP: Owned, TCP) forwards its control connection
+// as an owned flow whose owner key is the client's address alone
+// (hashing.OwnerKey with port 0), so that its data connections, whose
+// ports no other node knows, are steered to the same owner. At the owner,
+// after a control packet is rewritten and sent (the redirect takes effect
+// when the program returns, so the expectation exists before a 227 reaches
+// the client), ftp_alg runs the parser of flow/bpf/ftp.h on its payload:
+// PORT and EPRT from the client, 227 and 229 from the backend, one line
+// per segment. A valid line inserts an expectation in an LRU hash
+// (Config.FTPExpectations, Config.FTPExpectTTL = 30s):
+//
+//   - passive: client:any -> VIP:port, to the control connection's backend
+//     on that port (the backend advertises the VIP: vsftpd pasv_address);
+//   - active: backend:any -> client:port, to leave from the VIP.
+//
+// The first packet of a data connection, a SYN, consumes it (once; past the
+// TTL it is counted expired) and opens an owned flow of the vserver to the
+// data backend (DataBackendID: the backend's address on any port), with its
+// reply entry, its owner pair, an event on the ring (mirrored vservers) and
+// source NAT for a passive connection of a USIP OFF vserver. Data
+// connections translate addresses, never ports: an active one leaves from
+// VIP:<the backend's source port>, 20 with vsftpd's connect_from_port_20.
+// TCP to an FTP VIP on a port without vserver, and from an FTP backend on a
+// port without reverse entry, is looked at as a possible data connection
+// (ADDR_F_FTP); without flow or expectation it passes, as before. A data
+// connection's bytes are never parsed. Lines that create nothing (too long,
+// cut short, syntax, range, family, an address other than the VIP or the
+// client) are counted by kind and reason (ALGCounters). Expectations of
+// mirrored vservers go on the events ring too (EventExpect) and travel to
+// the partner as mirror entries (FlowFlagFTPExpect); InstallExpectations
+// writes them at a takeover, with the time they had left, beside the
+// control and data flows that InstallFlows writes. The payload is never
+// rewritten, so there are no sequence adjustments to mirror.
+//
 // backend -> client. A bound service (address, port, protocol) belongs to
 // exactly one STATELESS vserver, so the source is rewritten back to
 // VIP:vport from the reverse map, on any node, with no flow state. A service

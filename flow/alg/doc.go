@@ -38,7 +38,9 @@
 //   - Client -> backend commands "PORT h1,h2,h3,h4,p1,p2" and
 //     "EPRT |1|a.b.c.d|port|" / "EPRT |2|ipv6|port|" (whose address must be
 //     the client's own) create an active Expectation: backend:any ->
-//     client:port, TCP, gets its source rewritten to VIP:20.
+//     client:port, TCP, gets its source address rewritten to the VIP (the
+//     data plane keeps ports: VIP:20 for a backend that connects from 20,
+//     vsftpd connect_from_port_20=YES).
 //   - Anything malformed, cut short, longer than LineMax, with numbers out
 //     of range or with an address other than the VIP (replies) or the
 //     client (commands; the FTP bounce attack) creates no expectation and is
