@@ -378,8 +378,21 @@ type FlowSource struct{ D *Datapath }
 // Snapshot implements cluster/mirror.Source.
 func (s FlowSource) Snapshot(fn func(standby.Entry) bool) { _ = s.D.OwnedFlows(fn) }
 
+// reverseNames reports whether the reverse entry of the service at
+// (addr, port, proto) names vserver vs, so that a reply finds the flow
+// from it (d.mu held).
+func (d *Datapath) reverseNames(addr netip.Addr, port uint16, proto uint8, vs uint32) bool {
+	for _, p := range []Protocol{Protocol(proto), ProtoAny} {
+		if r, ok := d.reverses[reverseID{addr, port, p}]; ok {
+			return r.VServerID == vs
+		}
+	}
+	return false
+}
+
 // InstallFlows writes mirrored flows into the flow table (and the reply
-// entries of source-NATed ones), as owned flows of pair owner, in one batch update per map: a
+// entries of source-NATed ones and of flows whose service's reverse entry
+// names another vserver), as owned flows of pair owner, in one batch update per map: a
 // takeover. An entry whose backend (address and port, or address on any
 // port) or vserver is unknown here is skipped; the count installed is
 // returned. Entries' VServerID are data-plane vserver ids (the caller maps
@@ -429,10 +442,17 @@ func (d *Datapath) InstallFlows(entries []standby.Entry, owner uint32) (int, err
 		if vs.Mirror {
 			v.Flags |= FlowFlagMirror
 		}
-		// Reply entries only for source-NATed flows: a reply to the
-		// client's own address finds its flow from the service's reverse
-		// entry (lb.c, handle_owned_reply), which records the reply entry
-		// then. Half the kernel's work of a takeover is saved.
+		// Reply entries only for source-NATed flows, and for flows whose
+		// service's reverse entry names another vserver (a stateful
+		// service may be bound to several): a reply to the client's own
+		// address finds its flow from the service's reverse entry (lb.c,
+		// handle_owned_reply), which records the reply entry then. Half
+		// the kernel's work of a takeover is saved.
+		if !e.SNAT.Addr().IsValid() && !d.reverseNames(ba, e.Backend.Port(), e.Proto, e.VServerID) {
+			bw, _ := addrWords(ba)
+			rkeys = append(rkeys, lbFlowKey{Src: bw, Sport: htons(e.Backend.Port()), Dst: src, Dport: k.Sport, Proto: e.Proto, Family: fam})
+			rvals = append(rvals, lbRflow{Client: src, Vip: dst, ClientPort: k.Sport, Vport: k.Dport, VsId: e.VServerID, BackendId: beID})
+		}
 		if e.SNAT.Addr().IsValid() {
 			v.Flags |= FlowFlagSNAT
 			v.Snat, _ = addrWords(e.SNAT.Addr())

@@ -621,3 +621,26 @@ func mapLen(t *testing.T, m *ebpf.Map) int {
 	}
 	return n
 }
+
+// TestInstallFlowsSharedService: a stateful service bound to two vservers
+// has one reverse entry, naming one of them; a flow of the other, taken
+// over, gets its reply entry at the takeover, so its replies are rewritten
+// to its own VIP and port (the chaos lab's sl4/sl6 flows broke in kill9
+// without it: their replies found no flow).
+func TestInstallFlowsSharedService(t *testing.T) {
+	e := statefulEnv(t)
+	e.ownPairs()
+	client, vip, be := ap("10.2.0.5:41002"), ap("10.100.0.7:81"), ap("10.1.0.11:9090")
+	n, err := e.dp.InstallFlows([]standby.Entry{
+		{Proto: standby.ProtoTCP, Client: client, VIP: vip, Backend: be, VServerID: vsLC, Flags: FlowFlagOwned | FlowFlagMirror},
+	}, 1)
+	e.must(err)
+	if n != 1 {
+		t.Fatalf("installed %d, want 1", n)
+	}
+	if n := mapLen(t, e.dp.objs.Rflows); n != 1 {
+		t.Fatalf("%d reply entries after the takeover, want 1: the reverse entry names vsRR, not the flow's vsLC", n)
+	}
+	e.expectForward(t, tcpFrame(e.macA, neighMACFor(be.Addr()), be, client, tcpACK, []byte("ok")),
+		tcpFrame(neighMACFor(client.Addr()), e.macB, vip, client, tcpACK, []byte("ok")))
+}
