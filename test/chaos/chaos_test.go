@@ -384,6 +384,18 @@ func TestChaosStateful(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	for _, unmirrored := range []bool{false, true} {
+		sa, err := r.RunSynAck(ctx, SynAckConfig{Unmirrored: unmirrored})
+		if sa != nil {
+			t.Logf("\n%s%s", sa.Table(), sa.Line())
+			for _, f := range sa.Failures() {
+				t.Error(f)
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func TestFailuresPerScenario(t *testing.T) {

@@ -55,7 +55,7 @@ func StatefulScenarios() []Scenario { return []Scenario{Kill9, Freeze, LinkDown,
 
 // ParseScenario returns the scenario named s.
 func ParseScenario(s string) (Scenario, error) {
-	all := append(AllScenarios(), PairLoss)
+	all := append(AllScenarios(), PairLoss, SynAck)
 	for _, sc := range all {
 		if string(sc) == s {
 			return sc, nil

@@ -11,7 +11,7 @@
 // it prints (instead of applying the lab's cluster.yaml) and runs kill9
 // only: this is "make demo".
 //
-//	chaos -bin bin [-scenarios kill9,freeze,linkdown,drain,rolling,pairloss] [-each] [-demo] [-tcp 100 -udp 50] [-stateful=false]
+//	chaos -bin bin [-scenarios kill9,freeze,linkdown,drain,rolling,pairloss,synack] [-each] [-demo] [-tcp 100 -udp 50] [-stateful=false]
 //
 // With -each, kill9, freeze and linkdown act on every node in turn (n1,
 // n2, ...: active members and standbys alike) instead of on the node
@@ -85,7 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case *demo:
 		scenarios = []chaos.Scenario{chaos.Kill9}
 	case *stateful:
-		scenarios = append(chaos.AllScenarios(), chaos.PairLoss)
+		scenarios = append(chaos.AllScenarios(), chaos.PairLoss, chaos.SynAck)
 	default:
 		scenarios = chaos.AllScenarios()
 	}
@@ -166,6 +166,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		on := ""
 		if run.node != "" {
 			on = " on " + run.node
+		}
+		if sc == chaos.SynAck {
+			// The owner dies between SYN-ACK and final ACK: with its
+			// mirroring link running, then with it cut.
+			for _, unmirrored := range []bool{false, true} {
+				fmt.Fprintf(stdout, "running synack (mirroring link cut: %v): held handshakes, owner killed between SYN-ACK and final ACK...\n", unmirrored)
+				res, err := r.RunSynAck(ctx, chaos.SynAckConfig{Unmirrored: unmirrored})
+				if res != nil {
+					fmt.Fprint(stdout, res.Table())
+					fmt.Fprintln(stdout, res.Line())
+					lines = append(lines, res.Line())
+					for _, f := range res.Failures() {
+						fmt.Fprintln(stdout, "FAIL:", f)
+						code = 1
+					}
+				}
+				if err != nil {
+					fmt.Fprintln(stderr, "chaos:", err)
+					return 2
+				}
+			}
+			continue
 		}
 		fmt.Fprintf(stdout, "running %s%s under %d flows...\n", sc, on, nflows)
 		res, err := r.RunOn(ctx, sc, run.node)
