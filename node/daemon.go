@@ -703,6 +703,39 @@ func interfaceAddrs(ifnames []string) ([]netip.Addr, error) {
 	return out, nil
 }
 
+// canOwnPair reports whether this node may claim its pair's flows back
+// after a rejoin: without a SNIP always; with one, only while its BGP
+// sessions with every peer it announces return prefixes to are
+// established, so that it can announce the SNIP it takes over.
+func (d *Daemon) canOwnPair() bool {
+	if !d.cfg.SNIP.IsValid() {
+		return true
+	}
+	sp := d.speaker()
+	if sp == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	peers, err := sp.Peers(ctx)
+	if err != nil {
+		return false
+	}
+	back := map[netip.Addr]bool{}
+	for _, p := range d.cfg.BGP.Peers {
+		if p.Announces(config.PrefixReturn) {
+			back[p.Address] = true
+		}
+	}
+	up := map[netip.Addr]bool{}
+	for _, p := range peers {
+		if back[p.Address] && p.Established {
+			up[p.Address] = true
+		}
+	}
+	return len(up) == len(back)
+}
+
 // startStateful starts the pairs map, mirroring and takeover when the data
 // plane and the membership are the real ones (tests' fakes have no stateful
 // side). The mirroring key derives from the gossip keyring's first key.
@@ -721,6 +754,7 @@ func (d *Daemon) startStateful(ctx context.Context, cl Membership, prepend *func
 		Listen: netip.AddrPortFrom(d.cfg.Memberlist.BindAddr, BackplanePort),
 		Auth:   mirror.Auth{PSK: MirrorPSK(keys[0])},
 		SNIP:   d.cfg.SNIP,
+		CanOwn: d.canOwnPair,
 		Logger: d.log.With("component", "stateful"),
 	}, sdp, scl, d.programmer)
 	if err != nil {

@@ -115,6 +115,15 @@ type StatefulConfig struct {
 	SNATPorts [2]uint16
 	// Tick is the PairMachine's tick (default 100 ms).
 	Tick time.Duration
+	// CanOwn, when set, is asked before a rejoining node claims its pair
+	// back (the bulk sync from the partner is complete): false defers the
+	// claim, asked again every tick, and the partner keeps the flows. The
+	// daemon sets it when the pair has a SNIP: the claiming member must
+	// announce the SNIP to the back routers at once, so its BGP sessions
+	// with them must be up (after a freeze GoBGP takes seconds to reopen
+	// them, and the partner withdraws the SNIP on the claim: the replies
+	// of the pair's USIP OFF flows had no route for ~4 s in the lab).
+	CanOwn func() bool
 	// Store sizes the standby store (defaults of standby.Config).
 	Store standby.Config
 	// Logger defaults to slog.Default().
@@ -145,6 +154,9 @@ type Stateful struct {
 	partnerRole  mirror.Role
 	partnerEpoch uint64
 	owning       bool // the pair machine's role owns the flows (OwnsPair)
+	// deferred is a completed bulk sync whose claim CanOwn deferred (Run's
+	// goroutine only).
+	deferred *mirror.LinkEvent
 }
 
 // NewStateful returns the wiring; Run starts it.
@@ -192,6 +204,18 @@ func (s *Stateful) Run(ctx context.Context) error {
 		case <-tick.C:
 			n++
 			s.observe(ctx)
+			if pm := s.machine(); pm != nil && s.deferred != nil {
+				ev := *s.deferred
+				switch {
+				case pm.Status().Role != mirror.RoleRejoining:
+					s.deferred = nil
+				case !deferClaim(ev, mirror.RoleRejoining, s.cfg.CanOwn):
+					s.deferred = nil
+					s.log.Info("claiming the pair back: this node can own it now")
+					pm.Link(ev)
+					s.perform(ctx, pm)
+				}
+			}
 			if pm := s.machine(); pm != nil {
 				pm.Tick()
 				s.perform(ctx, pm)
@@ -386,6 +410,12 @@ func (s *Stateful) linkEvent(ev mirror.LinkEvent) {
 	select {
 	case s.in <- func() {
 		if pm := s.machine(); pm != nil {
+			s.deferred = nil // a newer link event supersedes a deferred claim
+			if deferClaim(ev, pm.Status().Role, s.cfg.CanOwn) {
+				s.deferred = &ev
+				s.log.Info("bulk sync complete: claim deferred until this node can own the pair (BGP sessions to the back peers)")
+				return
+			}
 			pm.Link(ev)
 			s.perform(context.Background(), pm)
 		}
@@ -393,6 +423,13 @@ func (s *Stateful) linkEvent(ev mirror.LinkEvent) {
 	default:
 		s.log.Warn("stateful inputs full: link event dropped", "event", ev.Kind.String())
 	}
+}
+
+// deferClaim reports whether link event ev must wait: it completes the
+// bulk sync of a rejoining node (whose pair machine then claims the pair
+// back) and canOwn says the node cannot own the pair yet.
+func deferClaim(ev mirror.LinkEvent, role mirror.Role, canOwn func() bool) bool {
+	return ev.Kind == mirror.LinkEventSynced && ev.Receiver && role == mirror.RoleRejoining && canOwn != nil && !canOwn()
 }
 
 func (s *Stateful) stopMirror() {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/tandem-lb/tandem/cluster"
+	"github.com/tandem-lb/tandem/cluster/mirror"
 	"github.com/tandem-lb/tandem/flow"
 )
 
@@ -47,5 +48,31 @@ func TestMirrorPSK(t *testing.T) {
 	}
 	if bytes.Equal(MirrorPSK(bytes.Repeat([]byte{2}, 32)), a) {
 		t.Error("different gossip keys gave the same mirroring key")
+	}
+}
+
+// A rejoining node's completed bulk sync (after which its pair machine
+// claims the pair back) waits while it cannot own the pair; nothing else
+// does.
+func TestDeferClaim(t *testing.T) {
+	synced := mirror.LinkEvent{Kind: mirror.LinkEventSynced, Receiver: true}
+	no, yes := func() bool { return false }, func() bool { return true }
+	for _, tc := range []struct {
+		name   string
+		ev     mirror.LinkEvent
+		role   mirror.Role
+		canOwn func() bool
+		want   bool
+	}{
+		{"rejoining, cannot own", synced, mirror.RoleRejoining, no, true},
+		{"rejoining, can own", synced, mirror.RoleRejoining, yes, false},
+		{"rejoining, no gate", synced, mirror.RoleRejoining, nil, false},
+		{"standby sync", synced, mirror.RoleStandby, no, false},
+		{"sender's ack", mirror.LinkEvent{Kind: mirror.LinkEventSynced}, mirror.RoleRejoining, no, false},
+		{"link up", mirror.LinkEvent{Kind: mirror.LinkEventUp, Receiver: true}, mirror.RoleRejoining, no, false},
+	} {
+		if got := deferClaim(tc.ev, tc.role, tc.canOwn); got != tc.want {
+			t.Errorf("%s: deferClaim = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
