@@ -74,9 +74,9 @@ lab-down:
 demo: deps lab-bins
 	$(BIN)/chaos -name tdemo -bin $(BIN) -demo
 
-## chaos: every chaos scenario (kill9 freeze linkdown drain rolling, and pairloss for stateful vservers) on one lab under live traffic (root).
+## chaos: every chaos scenario on one lab under live traffic (root): kill9, freeze and linkdown of each node in turn, drain, rolling, and for the stateful vservers (USIP ON and OFF) pairloss and synack.
 chaos: deps lab-bins
-	$(BIN)/chaos -name tchaos -bin $(BIN)
+	$(BIN)/chaos -name tchaos -bin $(BIN) -each
 
 clean:
 	rm -rf $(BIN)

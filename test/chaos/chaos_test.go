@@ -466,3 +466,51 @@ func TestStatefulVictim(t *testing.T) {
 		t.Errorf("victim of no flows %q", got)
 	}
 }
+
+func TestSynAckFailures(t *testing.T) {
+	k := func(p uint16) traffic.FlowKey {
+		return traffic.FlowKey{Proto: "tcp", Src: netip.AddrPortFrom(cli.Addr(), p), Dst: vip}
+	}
+	for _, tc := range []struct {
+		name  string
+		flows []SynAckFlow
+		want  []string
+		line  string
+	}{
+		{"completed", []SynAckFlow{
+			{FlowKey: k(1), Owner: 1, Orphaned: true, Completed: true, Took: 300 * time.Millisecond},
+			{FlowKey: k(2), Owner: 2, Completed: true}}, nil,
+			"chaos scenario=synack flows=2 orphaned=1 orphaned_completed=1 others=1 others_completed=1 retried=0 retry_ok=0 corrupt=0 max_took_ms=300"},
+		{"retried", []SynAckFlow{
+			{FlowKey: k(1), Owner: 1, Orphaned: true, Retried: true, RetryOK: true, Err: "i/o timeout"},
+			{FlowKey: k(2), Owner: 2, Completed: true}}, nil, ""},
+		{"retry failed", []SynAckFlow{
+			{FlowKey: k(1), Owner: 1, Orphaned: true, Retried: true, RetryErr: "reset"}}, []string{"1 of 1 retries failed"}, ""},
+		{"survivor stuck", []SynAckFlow{
+			{FlowKey: k(1), Owner: 1, Orphaned: true, Completed: true},
+			{FlowKey: k(2), Owner: 2, Retried: true, RetryOK: true}}, []string{"surviving pairs did not complete"}, ""},
+		{"nothing orphaned", []SynAckFlow{{FlowKey: k(2), Owner: 2, Completed: true}}, []string{"proved nothing"}, ""},
+		{"corrupt", []SynAckFlow{
+			{FlowKey: k(1), Owner: 1, Orphaned: true, Retried: true, RetryOK: false, RetryErr: "echo differs: " + traffic.ErrCorrupt.Error()}},
+			[]string{"retries failed", "1 corrupt"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &SynAckResult{Victim: "n1", Flows: tc.flows}
+			got := r.Failures()
+			if len(got) != len(tc.want) {
+				t.Fatalf("failures %q, want %q", got, tc.want)
+			}
+			for i, w := range tc.want {
+				if !strings.Contains(got[i], w) {
+					t.Errorf("failure %q, want it to say %q", got[i], w)
+				}
+			}
+			if tc.line != "" && r.Line() != tc.line {
+				t.Errorf("line %q\nwant %q", r.Line(), tc.line)
+			}
+			if !strings.Contains(r.Table(), "owner killed") {
+				t.Errorf("table:\n%s", r.Table())
+			}
+		})
+	}
+}

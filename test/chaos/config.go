@@ -9,11 +9,14 @@
 // Scenarios: kill9 (SIGKILL a node), freeze (SIGSTOP a node past the BGP
 // hold time, then SIGCONT), linkdown (cut a node's front link, then
 // restore it), drain (clusterctl drain, then undrain) and rolling (restart
-// every node in turn, each back before the next). Each scenario bounds its
-// time and leaves the lab whole again (or fails saying what is missing),
-// so that scenarios run in sequence on one lab. The runner is generic over
-// vserver modes: a target's Mode labels its flows, so stateful vservers
-// are added as targets of their own once the data plane carries them.
+// every node in turn, each back before the next); for stateful vservers
+// also pairloss (SIGKILL both members of a pair) and synack (RunSynAck: the
+// owner dies between the SYN-ACK and the client's final ACK). Run picks
+// the victim, RunOn takes it (each node in turn: chaos -each). Each
+// scenario bounds its time and leaves the lab whole again (or fails saying
+// what is missing), so that scenarios run in sequence on one lab. The
+// runner is generic over vserver modes: a target's Mode labels its flows
+// (stateless, stateful, stateful-usipoff).
 //
 // Which node carries a flow is read from the nodes' flow tables (see
 // TableCarrier).

@@ -59,7 +59,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	demo := fs.Bool("demo", false, "configure the stateless vservers with printed clusterctl commands and run kill9")
 	tcp := fs.Int("tcp", 100, "TCP flows per IP family")
 	udp := fs.Int("udp", 50, "UDP sessions per IP family")
-	stateful := fs.Bool("stateful", true, "also keep flows through the stateful vservers (ROUNDROBIN and LEASTCONNECTION, mode stateful) and add pairloss to the default scenarios; ignored with -demo")
+	stateful := fs.Bool("stateful", true, "also keep flows through the stateful vservers (ROUNDROBIN and LEASTCONNECTION, mode stateful; USIP OFF, mode stateful-usipoff) and add pairloss and synack to the default scenarios; ignored with -demo")
 	sfTCP := fs.Int("stateful-tcp", 20, "TCP flows per stateful vserver")
 	sfUDP := fs.Int("stateful-udp", 10, "UDP sessions per stateful vserver")
 	each := fs.Bool("each", false, "run kill9, freeze and linkdown once per node, each node in turn")
