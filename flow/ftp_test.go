@@ -604,3 +604,123 @@ func TestFTPMirrorExpectations(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkFTPControlReply: the backend's replies on an FTP control
+// connection, through the whole program: a 227 (the ALG parses it and
+// inserts an expectation) against an ordinary reply line (the ALG finds no
+// line of its kinds) and a pure ACK (nothing to read).
+func BenchmarkFTPControlReply(b *testing.B) {
+	for _, bc := range []struct {
+		name    string
+		payload string
+	}{
+		{"227", "227 Entering Passive Mode (10,100,0,10,117,49).\r\n"},
+		{"150", "150 Opening BINARY mode data connection for f.bin (8388608 bytes).\r\n"},
+		{"ack", ""},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			e := ftpEnv(b)
+			e.ownPairs()
+			c := ftpCases()[0]
+			if v, _ := e.run(tcpFrame(e.macB, e.routerMAC, c.client, c.vip, tcpSYN, nil)); v != xdpRedirect {
+				b.Fatalf("control SYN: %s", verdictName(v))
+			}
+			f := tcpFrame(e.macA, ftpBackendMAC, c.be, c.client, tcpACK, []byte(bc.payload))
+			runBench(b, e, benchCase{verdict: xdpRedirect, frame: func(int) []byte { return f }})
+		})
+	}
+}
+
+// BenchmarkFTPDataOpen: the first packet of a passive data connection
+// consumes its expectation and opens the flow (expectation lookup and
+// delete, flow and reply entry inserts, event); the expectation is put back
+// outside the measured time.
+func BenchmarkFTPDataOpen(b *testing.B) {
+	e := ftpEnv(b)
+	e.ownPairs()
+	c := ftpCases()[0]
+	if v, _ := e.run(tcpFrame(e.macB, e.routerMAC, c.client, c.vip, tcpSYN, nil)); v != xdpRedirect {
+		b.Fatalf("control SYN: %s", verdictName(v))
+	}
+	reply := tcpFrame(e.macA, ftpBackendMAC, c.be, c.client, tcpACK, []byte(pasvLine(c.vip.Addr(), 30001)))
+	if v, _ := e.run(reply); v != xdpRedirect {
+		b.Fatalf("227: %s", verdictName(v))
+	}
+	var k lbExpectKey
+	var x lbExpect
+	it := e.dp.objs.Expects.Iterate()
+	if !it.Next(&k, &x) {
+		b.Fatal("no expectation")
+	}
+	runBench(b, e, benchCase{
+		verdict: xdpRedirect,
+		frame: func(i int) []byte {
+			src := netip.AddrPortFrom(c.client.Addr(), uint16(1024+i%60000))
+			return tcpFrame(e.macB, e.routerMAC, src, ap("10.100.0.10:30001"), tcpSYN, nil)
+		},
+		after: func(int) error { return e.dp.objs.Expects.Update(&k, &x, 0) },
+	})
+}
+
+// FuzzFTPControl sends arbitrary payloads on an FTP control connection,
+// from the client and from the backend, through the whole program. The
+// segment is always forwarded with its payload untouched, and an
+// expectation exists afterwards exactly when the reference parser
+// (alg.Check) accepts the line, with its kind and port.
+func FuzzFTPControl(f *testing.F) {
+	e := ftpEnv(f)
+	e.ownPairs()
+	c := ftpCases()[0]
+	if v, _ := e.run(tcpFrame(e.macB, e.routerMAC, c.client, c.vip, tcpSYN, nil)); v != xdpRedirect {
+		f.Fatalf("control SYN: %s", verdictName(v))
+	}
+	for _, s := range []string{
+		pasvLine(c.vip.Addr(), 30001), portLine(c.client.Addr(), 50000), "EPRT |1|10.2.0.5|50001|\r\n",
+		"229 Entering Extended Passive Mode (|||30002|)\r\n", "227 (10,100,0,10,1,2", "PORT 1,2,3,4,5,6\r\n",
+	} {
+		f.Add(false, []byte(s))
+		f.Add(true, []byte(s))
+	}
+	f.Fuzz(func(t *testing.T, fromClient bool, payload []byte) {
+		if len(payload) > 1400 {
+			t.Skip("one segment")
+		}
+		// start from no expectation
+		var k lbExpectKey
+		for e.dp.objs.Expects.NextKey(nil, &k) == nil {
+			if err := e.dp.objs.Expects.Delete(&k); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dir := alg.FromBackend
+		in := tcpFrame(e.macA, ftpBackendMAC, c.be, c.client, tcpACK, payload)
+		want := tcpFrame(neighMACFor(c.client.Addr()), e.macB, c.vip, c.client, tcpACK, payload)
+		if fromClient {
+			dir = alg.FromClient
+			in = tcpFrame(e.macB, e.routerMAC, c.client, c.vip, tcpACK, payload)
+			want = tcpFrame(ftpBackendMAC, e.macA, c.client, c.be, tcpACK, payload)
+		}
+		v, out, err := e.tryRun(e.dp.Program(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v != xdpRedirect {
+			t.Fatalf("%q: verdict %s, want REDIRECT", payload, verdictName(v))
+		}
+		diffFrames(t, "forwarded", out, want)
+		xs, err := e.dp.Expectations()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref, reason := alg.Check(payload, dir, c.vip.Addr(), c.client.Addr())
+		if ref.Kind == alg.KindNone || reason != alg.ReasonOK {
+			if len(xs) != 0 {
+				t.Fatalf("%q: expectations %+v, the reference makes none (%v %v)", payload, xs, ref.Kind, reason)
+			}
+			return
+		}
+		if len(xs) != 1 || xs[0].Kind != ref.Kind || xs[0].DstPort != ref.Port {
+			t.Fatalf("%q: expectations %+v, the reference makes %+v", payload, xs, ref)
+		}
+	})
+}

@@ -68,7 +68,7 @@ func FuzzDecodeEvent(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if EventKind(raw.Type) != EventNew && EventKind(raw.Type) != EventClose || raw.Family != familyV4 && raw.Family != familyV6 {
+		if k := EventKind(raw.Type); k != EventNew && k != EventClose && k != EventExpect || raw.Family != familyV4 && raw.Family != familyV6 {
 			t.Fatalf("accepted %+v", raw)
 		}
 	})
