@@ -309,9 +309,8 @@ func TestFTPEndToEnd(t *testing.T) {
 // closed (its maps and program gone, as when the node dies) and the second
 // one attached in its place, as a partner taking the pair over: the
 // transfer completes with the right checksum, carried by the second data
-// plane, whose reply entries of data connections are rebuilt from their
-// flows (a takeover installs none). Passive and active mode, IPv4 and
-// IPv6, and passive with USIP OFF.
+// plane. Passive and active mode, IPv4 and IPv6, and passive with USIP
+// OFF.
 func TestFTPTakeoverEndToEnd(t *testing.T) {
 	const size = 6 << 20
 	l := newFTPLab(t, size)

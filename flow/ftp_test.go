@@ -491,6 +491,18 @@ func TestFTPTakeover(t *testing.T) {
 		tcpFrame(ftpBackendMAC, partner.macA, dc, dbe, tcpACK, data))
 	partner.expectForward(t, tcpFrame(partner.macA, ftpBackendMAC, dbe, dc, tcpACK, data),
 		tcpFrame(neighMACFor(dc.Addr()), partner.macB, dv, dc, tcpACK, data))
+	// a reply entry lost (an LRU evicts it alone, or a takeover did not
+	// install it) is rebuilt from the data flow, for the VIPs the backend
+	// serves (ftp_vips)
+	var rk lbFlowKey
+	for partner.dp.objs.Rflows.NextKey(nil, &rk) == nil {
+		partner.must(partner.dp.objs.Rflows.Delete(&rk))
+	}
+	partner.expectForward(t, tcpFrame(partner.macA, ftpBackendMAC, dbe, dc, tcpACK, data),
+		tcpFrame(neighMACFor(dc.Addr()), partner.macB, dv, dc, tcpACK, data))
+	if n := mapLen(t, partner.dp.objs.Rflows); n != 1 {
+		t.Errorf("%d reply entries after the data reply, want its rebuilt one", n)
+	}
 	// the control connection goes on, and its ALG with it
 	c.reply(t, partner, pasvLine(c.vip.Addr(), 30002))
 	if xs := partner.expectations(t); len(xs) != 1 || xs[0].DstPort != 30002 {
