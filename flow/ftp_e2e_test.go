@@ -111,8 +111,16 @@ func newFTPLab(t *testing.T, size int) *ftpLab {
 		for fam, extra := range map[string][]string{
 			"v4": {fmt.Sprintf("listen_address=10.97.%d.2", i+2), "pasv_address=" + l.vip4.String()},
 			"v6": {"listen=NO", "listen_ipv6=YES", fmt.Sprintf("listen_address6=fd97:%d::2", i+2)},
+			// USIP OFF: the control connection comes from the SNIP, a
+			// PORT names the client (deploy/ftp/README.md: active mode
+			// then needs port_promiscuous=YES); this instance connects
+			// from any port (the data plane keeps it): with
+			// connect_from_port_20 it failed here with "500 OOPS:
+			// vsf_sysutil_bind" after the port-21 instance on the same
+			// address had used port 20
 			"snat": {fmt.Sprintf("listen_address=10.97.%d.2", i+2), "listen_port=2121", "pasv_address=" + l.vipSNAT.String(),
-				fmt.Sprintf("pasv_min_port=%d", 32000+1000*i), fmt.Sprintf("pasv_max_port=%d", 32099+1000*i)},
+				fmt.Sprintf("pasv_min_port=%d", 32000+1000*i), fmt.Sprintf("pasv_max_port=%d", 32099+1000*i),
+				"port_promiscuous=YES", "connect_from_port_20=NO"},
 		} {
 			conf := filepath.Join(dir, fmt.Sprintf("b%d%s.conf", i+1, fam))
 			text := append(append([]byte{}, example...), []byte(strings.Join(append(common, extra...), "\n")+"\n")...)
@@ -188,9 +196,11 @@ func ftpURL(vip netip.Addr) string {
 
 // TestFTPEndToEnd downloads files with curl from two vsftpd backends
 // through a node running the data plane (ftpLab), in every FTP mode (EPSV,
-// PASV, EPRT, PORT over IPv4; EPSV and EPRT over IPv6) with USIP ON, and in
-// passive mode (EPSV, PASV) with USIP OFF (source NAT to the pair's SNIP,
-// for control and data connections alike). The VIP is configured nowhere:
+// PASV, EPRT, PORT over IPv4; EPSV and EPRT over IPv6) with USIP ON, and
+// with USIP OFF in passive mode (EPSV, PASV: source NAT to the pair's SNIP,
+// for control and data connections alike) and active mode (PORT, with
+// vsftpd's port_promiscuous=YES: the backend connects to the client itself,
+// no source NAT). The VIP is configured nowhere:
 // the control connection, and the data connection the ALG expects, both
 // exist only through the XDP program. Each backend serves a different 4 MiB
 // file under the same name; the client's copy must be one of them, byte for
@@ -220,6 +230,7 @@ func TestFTPEndToEnd(t *testing.T) {
 		{"EPRT6", vip6, []string{"--ftp-port", "fd97:1::2"}, alg.KindEPRT},
 		{"EPSV USIP OFF", vipSNAT, nil, alg.KindEPSV},
 		{"PASV USIP OFF", vipSNAT, []string{"--disable-epsv"}, alg.KindPASV},
+		{"PORT USIP OFF", vipSNAT, []string{"--ftp-port", "10.97.1.2", "--disable-eprt"}, alg.KindPORT},
 	}
 	served := map[int]int{}
 	start := time.Now()
@@ -279,25 +290,32 @@ func TestFTPEndToEnd(t *testing.T) {
 			t.Errorf("no %s line made an expectation", r.kind)
 		}
 	}
-	// USIP OFF: the data connections were source-NATed like their
-	// control connections (vsftpd, pasv_promiscuous=NO, accepted them
-	// because both came from the SNIP)
-	snatData := 0
+	// USIP OFF: the passive data connections were source-NATed like
+	// their control connections (vsftpd, pasv_promiscuous=NO, accepted them
+	// because both came from the SNIP); the active ones come from the
+	// backend to the client itself and are not
+	snatData, activeData := 0, 0
 	var k lbFlowKey
 	var f lbFlow
 	it := d.objs.Flows.Iterate()
 	for it.Next(&k, &f) {
-		if f.VsId == 2 {
-			if f.Flags&FlowFlagSNAT == 0 || wordsAddr(f.Snat, familyV4) != snip {
-				t.Errorf("USIP OFF flow %+v not source-NATed to %v", k, snip)
-			}
-			if f.Flags&FlowFlagFTPData != 0 {
-				snatData++
-			}
+		if f.VsId != 2 {
+			continue
+		}
+		active := f.Flags&FlowFlagFTPData != 0 && (ntohs(k.Dport) < 32000 || ntohs(k.Dport) > 33099) // not a passive port
+		switch {
+		case active && f.Flags&FlowFlagSNAT != 0:
+			t.Errorf("USIP OFF active data flow %+v source-NATed", k)
+		case active:
+			activeData++
+		case f.Flags&FlowFlagSNAT == 0 || wordsAddr(f.Snat, familyV4) != snip:
+			t.Errorf("USIP OFF flow %+v not source-NATed to %v", k, snip)
+		case f.Flags&FlowFlagFTPData != 0:
+			snatData++
 		}
 	}
-	if snatData != 4 {
-		t.Errorf("%d source-NATed data flows, want 4", snatData)
+	if snatData != 4 || activeData != 2 {
+		t.Errorf("%d source-NATed passive and %d active data flows, want 4 and 2", snatData, activeData)
 	}
 	t.Logf("reasons: %v", mustReasons(d))
 }
