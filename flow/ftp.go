@@ -395,3 +395,54 @@ func (d *Datapath) ExpectationEntries(fn func(standby.Entry) bool) error {
 	}
 	return nil
 }
+
+// SweepExpectations deletes the expectations that can no longer be used:
+// those past their deadline (the data plane ignores them, but they hold LRU
+// slots), and those whose control connection is gone or closing (a data
+// connection is opened while its control connection lives). Expectations
+// installed by a takeover do not know their control connection's port and
+// are left to their deadline. It returns how many were deleted. The
+// control plane calls it periodically.
+func (d *Datapath) SweepExpectations() (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs == nil {
+		return 0, ErrClosed
+	}
+	mono := uint64(monoNow())
+	var dead []lbExpectKey
+	var k lbExpectKey
+	var v lbExpect
+	it := d.objs.Expects.Iterate()
+	for it.Next(&k, &v) {
+		if v.DeadlineNs <= mono {
+			dead = append(dead, k)
+			continue
+		}
+		if v.CtlPort == 0 {
+			continue
+		}
+		ck := lbFlowKey{Sport: v.CtlPort, Dport: v.CtlVport, Proto: uint8(ProtoTCP), Family: k.Family}
+		if alg.Kind(v.Kind).Passive() {
+			ck.Src, ck.Dst = k.Src, k.Dst // client -> VIP
+		} else {
+			ck.Src, ck.Dst = k.Dst, v.To // the client, the VIP
+		}
+		var f lbFlow
+		if err := d.objs.Flows.Lookup(&ck, &f); err != nil || f.Flags&FlowFlagClosing != 0 {
+			dead = append(dead, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("reading expectations: %w", err)
+	}
+	n := 0
+	for i := range dead {
+		if err := d.objs.Expects.Delete(&dead[i]); err == nil {
+			n++
+		} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return n, fmt.Errorf("deleting an expectation: %w", err)
+		}
+	}
+	return n, nil
+}

@@ -736,3 +736,46 @@ func FuzzFTPControl(f *testing.F) {
 		}
 	})
 }
+
+// TestFTPSweepExpectations: expired expectations and those whose control
+// connection closed are deleted; live ones stay.
+func TestFTPSweepExpectations(t *testing.T) {
+	e := ftpEnv(t)
+	e.ownPairs()
+	c := ftpCases()[0]
+	c.open(t, e)
+	c.reply(t, e, pasvLine(c.vip.Addr(), 30001))
+	c.command(t, e, portLine(c.client.Addr(), 50000))
+	if n, err := e.dp.SweepExpectations(); err != nil || n != 0 {
+		t.Fatalf("swept %d live expectations (%v)", n, err)
+	}
+	if xs := e.expectations(t); len(xs) != 2 {
+		t.Fatalf("expectations %+v, want 2", xs)
+	}
+	// a second control connection's expectation, aged past its deadline
+	c2 := c
+	c2.client = ap("10.2.0.5:40001")
+	c2.open(t, e)
+	c2.reply(t, e, pasvLine(c.vip.Addr(), 30002))
+	var k lbExpectKey
+	var x lbExpect
+	it := e.dp.objs.Expects.Iterate()
+	for it.Next(&k, &x) {
+		if ntohs(k.Dport) == 30002 {
+			x.DeadlineNs = 1
+			e.must(e.dp.objs.Expects.Update(&k, &x, 0))
+		}
+	}
+	if n, err := e.dp.SweepExpectations(); err != nil || n != 1 {
+		t.Fatalf("swept %d (%v), want the expired one", n, err)
+	}
+	// the first control connection closes: both of its expectations go
+	e.expectForward(t, tcpFrame(e.macB, e.routerMAC, c.client, c.vip, tcpFIN|tcpACK, nil),
+		tcpFrame(ftpBackendMAC, e.macA, c.client, c.be, tcpFIN|tcpACK, nil))
+	if n, err := e.dp.SweepExpectations(); err != nil || n != 2 {
+		t.Fatalf("swept %d (%v), want the closed control connection's 2", n, err)
+	}
+	if xs := e.expectations(t); len(xs) != 0 {
+		t.Errorf("expectations left %+v", xs)
+	}
+}

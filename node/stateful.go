@@ -231,6 +231,13 @@ func (s *Stateful) Run(ctx context.Context) error {
 						s.log.Warn("recounting active flows", "err", err)
 					}
 				}
+				// FTP expectations past their deadline or of closed
+				// control connections free their LRU slots.
+				if sw, ok := s.dp.(interface{ SweepExpectations() (int, error) }); ok {
+					if _, err := sw.SweepExpectations(); err != nil {
+						s.log.Warn("sweeping FTP expectations", "err", err)
+					}
+				}
 			}
 		}
 	}
