@@ -104,8 +104,10 @@
 // mirrored vservers go on the events ring too (EventExpect) and travel to
 // the partner as mirror entries (FlowFlagFTPExpect); InstallExpectations
 // writes them at a takeover, with the time they had left, beside the
-// control and data flows that InstallFlows writes. The payload is never
-// rewritten, so there are no sequence adjustments to mirror.
+// control and data flows that InstallFlows writes. SweepExpectations, run
+// periodically by the node, frees expectations past their deadline or of
+// closed control connections. The payload is never rewritten, so there are
+// no sequence adjustments to mirror.
 //
 // backend -> client. A bound service (address, port, protocol) belongs to
 // exactly one STATELESS vserver, so the source is rewritten back to
