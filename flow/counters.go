@@ -52,6 +52,15 @@ func (d *Datapath) BackendCounters(id uint32) (Counters, error) {
 	if err := d.objs.BackendStats.Lookup(&id, &per); err != nil {
 		return Counters{}, fmt.Errorf("reading counters of backend %d: %w", id, err)
 	}
+	// an FTP backend's data connections count under its data backend
+	// (ftp.go): they are the backend's traffic too
+	if did := d.DataBackendID(id); d.backends[did].ID == did {
+		var data []lbBeStats
+		if err := d.objs.BackendStats.Lookup(&did, &data); err != nil {
+			return Counters{}, fmt.Errorf("reading counters of backend %d's data connections: %w", id, err)
+		}
+		per = append(per, data...)
+	}
 	vs := make([]lbVsStats, len(per))
 	for i, s := range per {
 		vs[i] = lbVsStats(s) // struct be_stats has vs_stats' layout

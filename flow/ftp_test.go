@@ -198,6 +198,14 @@ func TestFTPPassive(t *testing.T) {
 			if ac.Lines[kind][alg.ReasonOK] != 1 || ac.DataOpened != 1 || ac.Refused() != 0 {
 				t.Errorf("ALG counters %+v", ac)
 			}
+			// the backend's counters include its data connections: the
+			// control SYN, PASV, data SYN and data ACK client -> backend;
+			// the 227 and the data reply back
+			bc, err := e.dp.BackendCounters(map[uint32]uint32{vsFTP: 12, vsFTP6: 13}[c.vs])
+			e.must(err)
+			if bc.Packets != 4 || bc.RevPackets != 2 {
+				t.Errorf("backend counters %+v, want 4 packets and 2 replies", bc)
+			}
 			// the mirror's view of the data flow: what a partner installs
 			var got []standby.Entry
 			e.must(e.dp.OwnedFlows(func(en standby.Entry) bool { got = append(got, en); return true }))
