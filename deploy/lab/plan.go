@@ -99,6 +99,14 @@ func (p *planner) route(ns string, dst string, gw netip.Addr) {
 	p.add(fmt.Sprintf("route %s: %s via %s", ns, dst, gw), nil, cmd)
 }
 
+// BackplaneMTU is the backplane's MTU: steering encapsulates a client's
+// packet in 36 (IPv4) or 56 (IPv6) bytes (flow/bpf/lb.c), so a full-sized
+// 1500-byte packet from the front needs 1556 on the backplane, else the
+// data plane drops it (drop_frag_needed). A TLS 1.3 ClientHello of Go's
+// crypto/tls (X25519MLKEM768 key share) fills a segment: with the default
+// 1500 every steered TLS handshake hung.
+const BackplaneMTU = 1600
+
 // FallbackMetric is the metric of a node's fallback default route via its
 // partner's backplane address.
 const FallbackMetric = 2048
@@ -205,6 +213,10 @@ func (c Config) Plan() []Step {
 		p.veth(n, NodeIfBack, []string{cidr(nb.V4, 24), cidr(nb.V6, 64)}, back, name, []string{cidr(rb.V4, 24), cidr(rb.V6, 64)})
 		p.veth(n, NodeIfBackplane, []string{cidr(bpa.V4, 24), cidr(bpa.V6, 64)}, bp, name, nil)
 		p.add(fmt.Sprintf("%s:%s into bridge %s", bp, name, bridgeName), nil, ipn(bp, "link", "set", name, "master", bridgeName))
+		p.add(fmt.Sprintf("backplane MTU %d at %s:%s", BackplaneMTU, n, NodeIfBackplane), nil,
+			ipn(n, "link", "set", NodeIfBackplane, "mtu", fmt.Sprint(BackplaneMTU)),
+			ipn(bp, "link", "set", name, "mtu", fmt.Sprint(BackplaneMTU)),
+			ipn(bp, "link", "set", bridgeName, "mtu", fmt.Sprint(BackplaneMTU)))
 		// XDP_REDIRECT into a veth needs NAPI on its peer: GRO on at both
 		// ends of every node link.
 		for _, e := range []struct{ ns, ifname string }{

@@ -8,10 +8,18 @@
 // Listening on explicit addresses (not the wildcard) makes UDP replies
 // leave from the address the request was sent to, which matters when the
 // address is a VIP on a loopback.
+//
+// With -tls-cert and -tls-key, every -tls-listen address serves the same
+// record protocol inside TLS (crypto/tls, TLS 1.2 and 1.3, session
+// tickets on): the lab's SSL_BRIDGE backends. Each process draws its own
+// ticket key, so a session resumes only on the backend that issued it.
+//
+//	labbackend -name b1 -tls-listen 198.18.64.11:8443 -tls-cert c.pem -tls-key k.pem
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -49,11 +57,26 @@ func run(args []string, stderr io.Writer) error {
 	pidfile := fs.String("pidfile", "", "write the pid here")
 	idle := fs.Duration("idle", 5*time.Minute, "close connections and forget UDP sessions idle this long")
 	stats := fs.Duration("stats", 10*time.Second, "log counters this often (0: never)")
+	var tlsListen listFlag
+	fs.Var(&tlsListen, "tls-listen", "address:port to serve TCP inside TLS on (repeatable; needs -tls-cert and -tls-key)")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate (chain) for -tls-listen")
+	tlsKey := fs.String("tls-key", "", "PEM private key for -tls-listen")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if len(listen) == 0 {
-		return errors.New("no -listen address: give at least one address:port")
+	if len(listen) == 0 && len(tlsListen) == 0 {
+		return errors.New("no -listen or -tls-listen address: give at least one address:port")
+	}
+	var tlsCfg *tls.Config
+	if len(tlsListen) > 0 {
+		if *tlsCert == "" || *tlsKey == "" {
+			return errors.New("-tls-listen needs -tls-cert and -tls-key")
+		}
+		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+		if err != nil {
+			return fmt.Errorf("loading TLS certificate: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	// Before listening: once a client can connect, SIGTERM is handled.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -68,7 +91,16 @@ func run(args []string, stderr io.Writer) error {
 			return fmt.Errorf("writing pid file: %w", err)
 		}
 	}
-	errc := make(chan error, 2*len(listen))
+	errc := make(chan error, 2*len(listen)+len(tlsListen))
+	for _, a := range tlsListen {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("listening on tcp %s: %w", a, err)
+		}
+		go func() { errc <- srv.ServeTCP(tls.NewListener(ln, tlsCfg)) }()
+		log.Info("serving TLS", "addr", a)
+	}
 	for _, a := range listen {
 		ln, err := net.Listen("tcp", a)
 		if err != nil {
