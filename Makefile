@@ -79,7 +79,7 @@ CHAOS_APPS_FLAGS ?=
 chaos: deps lab-bins
 	$(BIN)/chaos -name tchaos -bin $(BIN) -each
 	$(GO) build -o $(BIN)/ ./test/cmd/chaosapps
-	$(BIN)/chaosapps -name tapps -bin $(BIN) $(CHAOS_APPS_FLAGS)
+	$(BIN)/chaosapps -name tzapps -bin $(BIN) $(CHAOS_APPS_FLAGS)
 
 clean:
 	rm -rf $(BIN)

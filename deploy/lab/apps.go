@@ -327,7 +327,7 @@ func (l *Lab) startApps(ctx context.Context, ps []proc) error {
 
 // StopApps stops the TLS and FTP backends with their process groups
 // (vsftpd forks a process per session, which would outlive its parent).
-// Down stops the servers too, but not their sessions: call StopApps first.
+// Down calls it first.
 func (l *Lab) StopApps() error {
 	var errs []error
 	for j := 1; j <= l.cfg.Backends; j++ {

@@ -277,7 +277,9 @@ func (l *Lab) Down(ctx context.Context) error {
 	if os.Geteuid() != 0 {
 		return ErrNotRoot
 	}
-	var errs []error
+	// The apps' servers go with their sessions (vsftpd forks one per
+	// client, which its parent's SIGTERM leaves running).
+	errs := []error{l.StopApps()}
 	// tandemd first, so that it withdraws while the routers still listen.
 	names := l.cfg.pidNames()
 	sort.SliceStable(names, func(a, b int) bool { return procOrder(names[a]) < procOrder(names[b]) })

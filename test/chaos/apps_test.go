@@ -21,7 +21,7 @@ import (
 // session's client address, with the session's ticket, must resume it on
 // the same backend (each backend has its own ticket key).
 func TestChaosSSLBridge(t *testing.T) {
-	r, ctx := startLab(t, Config{TCPFlows: 1, UDPFlows: 1})
+	r, ctx := startLab(t, Config{Lab: lab.Config{Name: "tz"}, TCPFlows: 1, UDPFlows: 1})
 	t.Cleanup(func() { r.Lab().StopApps() })
 	if _, err := r.SetupApps(ctx, false, 0); err != nil {
 		t.Fatal(err)
@@ -54,7 +54,7 @@ func TestChaosFTP(t *testing.T) {
 	if os.Getenv("TANDEM_CHAOS_FTP") != "1" {
 		t.Skip("set TANDEM_CHAOS_FTP=1 to run it: needs the FTP ALG in flow/bpf/lb.c (expectations for the data connections)")
 	}
-	r, ctx := startLab(t, Config{TCPFlows: 1, UDPFlows: 1})
+	r, ctx := startLab(t, Config{Lab: lab.Config{Name: "tz"}, TCPFlows: 1, UDPFlows: 1})
 	t.Cleanup(func() { r.Lab().StopApps() })
 	file, err := r.SetupApps(ctx, true, 200<<20)
 	if err != nil {

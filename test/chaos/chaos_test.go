@@ -295,8 +295,8 @@ func TestChaosStateless(t *testing.T) {
 	}
 }
 
-// startLab builds the binaries, brings a lab up for cfg (its Lab's name,
-// state dir and binaries are filled in), applies the example cluster.yaml
+// startLab builds the binaries, brings a lab up for cfg (its Lab's name —
+// a prefix, default "tc", and the pid —, state dir and binaries are filled in), applies the example cluster.yaml
 // and waits until the lab is ready; the lab is torn down at the end of
 // the test. The context bounds the test to 10 minutes.
 func startLab(t *testing.T, cfg Config) (*Runner, context.Context) {
@@ -313,7 +313,10 @@ func startLab(t *testing.T, cfg Config) (*Runner, context.Context) {
 		}
 	}
 	bin := t.TempDir()
-	cfg.Lab.Name = "tc" + strconv.FormatInt(int64(os.Getpid()), 36)
+	if cfg.Lab.Name == "" {
+		cfg.Lab.Name = "tc"
+	}
+	cfg.Lab.Name += strconv.FormatInt(int64(os.Getpid()), 36)
 	cfg.Lab.StateDir = t.TempDir()
 	cfg.Lab.Tandemd = buildBin(t, bin, "node/cmd/tandemd")
 	cfg.Lab.Backend = buildBin(t, bin, "test/cmd/labbackend")

@@ -188,7 +188,13 @@ func (r *Runner) RunFTP(ctx context.Context, cfg FTPConfig, file lab.FTPFile) (*
 		sums <- sum{n, hex.EncodeToString(h.Sum(nil)), err}
 	}()
 	sleep(ctx, cfg.FaultAfter)
-	victim, owner, flows := r.ftpVictim(ctx, src)
+	// The transfer may take a moment to start: wait a little for its data
+	// connection to be in a flow table.
+	victim, owner, flows, isData := r.ftpVictim(ctx, src)
+	for wait := time.Now().Add(5 * time.Second); !isData && time.Now().Before(wait) && ctx.Err() == nil; {
+		sleep(ctx, 250*time.Millisecond)
+		victim, owner, flows, isData = r.ftpVictim(ctx, src)
+	}
 	d.Flows, d.Owner = flows, owner
 	var actErr error
 	if victim == "" {
@@ -235,7 +241,7 @@ func (r *Runner) RunFTP(ctx context.Context, cfg FTPConfig, file lab.FTPFile) (*
 // ftpVictim returns the active member of the pair owning src's FTP data
 // connection (an entry of src to the apps VIP on another port than the
 // control port), else its control connection, with src's entries.
-func (r *Runner) ftpVictim(ctx context.Context, src netip.Addr) (victim string, owner uint32, flows []string) {
+func (r *Runner) ftpVictim(ctx context.Context, src netip.Addr) (victim string, owner uint32, flows []string, isData bool) {
 	table := r.ownerTable(ctx)
 	var ctrl, data uint32
 	for k, o := range table {
@@ -249,12 +255,12 @@ func (r *Runner) ftpVictim(ctx context.Context, src netip.Addr) (victim string, 
 			data = o
 		}
 	}
-	owner = data
+	owner, isData = data, data != 0
 	if owner == 0 {
 		owner = ctrl
 	}
 	if owner == 0 {
-		return "", 0, flows
+		return "", 0, flows, false
 	}
 	for _, p := range r.pairs(ctx) {
 		if p.ID == owner {
@@ -264,7 +270,7 @@ func (r *Runner) ftpVictim(ctx context.Context, src netip.Addr) (victim string, 
 			}
 		}
 	}
-	return victim, owner, flows
+	return victim, owner, flows, isData
 }
 
 // ftpFault SIGKILLs or freezes victim and waits for the front router to

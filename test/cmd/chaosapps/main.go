@@ -9,7 +9,7 @@
 //	chaos scenario=kill9 mode=ssl_bridge flows=6 kept=6 broken=0 corrupt=0 moved=5 max_stall_ms=228 resumed=6 same_backend=6
 //	chaos scenario=kill9 mode=ftp_passive flows=1 kept=1 broken=0 corrupt=0 bytes=209715200 sha256_ok=true took_ms=13500
 //
-//	chaosapps -bin bin [-name tapps] [-ftp] [-ftp-size 209715200] [-keep]
+//	chaosapps -bin bin [-name tzapps] [-ftp] [-ftp-size 209715200] [-keep]
 //
 // Exit status: 0 when every scenario showed what it must (chaos.AppResult.
 // Failures), 1 when not, 2 when the lab or a scenario could not run.
@@ -42,7 +42,7 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("chaosapps", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	name := fs.String("name", "tapps", "lab name (namespaces NAME-client, NAME-n1, ...)")
+	name := fs.String("name", "tzapps", "lab name (namespaces NAME-client, NAME-n1, ...)")
 	bin := fs.String("bin", "bin", "directory holding tandemd, clusterctl and labbackend")
 	ftp := fs.Bool("ftp", false, "also run the FTP scenarios (they need the FTP ALG in the data plane)")
 	ftpSize := fs.Int64("ftp-size", 200<<20, "size of the FTP file in bytes")
