@@ -74,7 +74,7 @@ lab-down:
 demo: deps lab-bins
 	$(BIN)/chaos -name tdemo -bin $(BIN) -demo
 
-## chaos: every chaos scenario on one lab under live traffic (root): kill9, freeze and linkdown of each node in turn, drain, rolling, and for the stateful vservers (USIP ON and OFF) pairloss and synack; then the application scenarios (SSL_BRIDGE; FTP with CHAOS_APPS_FLAGS=-ftp) on another lab.
+## chaos: every chaos scenario on one lab under live traffic (root): kill9, freeze and linkdown of each node in turn, drain, rolling, and for the stateful vservers (USIP ON and OFF) pairloss and synack; then the application scenarios (SSL_BRIDGE and FTP; CHAOS_APPS_FLAGS=-ftp=false skips FTP) on another lab.
 CHAOS_APPS_FLAGS ?=
 chaos: deps lab-bins
 	$(BIN)/chaos -name tchaos -bin $(BIN) -each

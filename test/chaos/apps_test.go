@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -49,10 +50,13 @@ func TestChaosSSLBridge(t *testing.T) {
 // vserver (vsftpd backends advertising the VIP) with curl, in passive and
 // in active mode, while the node owning the transfer is SIGKILLed, then
 // while it is frozen past the BGP hold time: every download must complete
-// with the file's checksum. Gated until the FTP ALG is in the data plane.
+// with the file's checksum. About 90 s here.
 func TestChaosFTP(t *testing.T) {
-	if os.Getenv("TANDEM_CHAOS_FTP") != "1" {
-		t.Skip("set TANDEM_CHAOS_FTP=1 to run it: needs the FTP ALG in flow/bpf/lb.c (expectations for the data connections)")
+	if _, err := os.Stat("/usr/sbin/vsftpd"); err != nil {
+		t.Skip("needs /usr/sbin/vsftpd (make deps)")
+	}
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("needs curl (make deps)")
 	}
 	r, ctx := startLab(t, Config{Lab: lab.Config{Name: "tz"}, TCPFlows: 1, UDPFlows: 1})
 	t.Cleanup(func() { r.Lab().StopApps() })
@@ -105,7 +109,7 @@ func TestAppResultLinesAndFailures(t *testing.T) {
 	bad := &FTPDownload{Mode: ModeFTPActive, Want: file, Bytes: 10, SHA256: "cd"}
 	fr := &AppResult{Scenario: Freeze, FTP: []*FTPDownload{good, bad}}
 	lines := fr.Lines()
-	if len(lines) != 2 || !strings.HasPrefix(lines[0], "chaos scenario=freeze mode=ftp_passive flows=1 kept=1 broken=0 corrupt=0 bytes=10 sha256_ok=true") ||
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "chaos scenario=freeze mode=ftp_passive flows=1 kept=1 broken=0 corrupt=0 max_stall_ms=0 bytes=10 sha256_ok=true") ||
 		!strings.Contains(lines[1], "mode=ftp_active flows=1 kept=0 broken=0 corrupt=1") {
 		t.Errorf("ftp lines %q", lines)
 	}

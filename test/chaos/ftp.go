@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/netip"
 	"strings"
@@ -63,6 +64,10 @@ type FTPDownload struct {
 	Bytes  int64
 	SHA256 string
 	Took   time.Duration
+	// MaxStall is the longest time curl wrote nothing, after its first
+	// byte and before its last (a rate-limited curl catches up after a
+	// stall, so Took alone hides it).
+	MaxStall time.Duration
 	// Err is curl's failure, with the end of its verbose log.
 	Err error
 	// Flows are the flow-table entries of the client address when the
@@ -90,8 +95,8 @@ func (d *FTPDownload) Line(sc Scenario) string {
 	default:
 		broken = 1
 	}
-	return fmt.Sprintf("chaos scenario=%s mode=%s flows=1 kept=%d broken=%d corrupt=%d bytes=%d sha256_ok=%v took_ms=%d",
-		sc, d.Mode, kept, broken, corrupt, d.Bytes, d.SHA256 == d.Want.SHA256, d.Took.Milliseconds())
+	return fmt.Sprintf("chaos scenario=%s mode=%s flows=1 kept=%d broken=%d corrupt=%d max_stall_ms=%d bytes=%d sha256_ok=%v took_ms=%d",
+		sc, d.Mode, kept, broken, corrupt, d.MaxStall.Milliseconds(), d.Bytes, d.SHA256 == d.Want.SHA256, d.Took.Milliseconds())
 }
 
 // Describe is the download's line for people.
@@ -103,8 +108,8 @@ func (d *FTPDownload) Describe() string {
 	case !d.OK():
 		state = fmt.Sprintf("WRONG: %d bytes, sha256 %s, want %d bytes %s", d.Bytes, d.SHA256, d.Want.Size, d.Want.SHA256)
 	}
-	return fmt.Sprintf("%s %s from %s: %d bytes in %v (flows at the fault: %s; victim's pair %d): %s",
-		d.Mode, d.URL, d.Src, d.Bytes, d.Took.Round(100*time.Millisecond), strings.Join(d.Flows, ", "), d.Owner, state)
+	return fmt.Sprintf("%s %s from %s: %d bytes in %v, max stall %v (flows at the fault: %s; victim's pair %d): %s",
+		d.Mode, d.URL, d.Src, d.Bytes, d.Took.Round(100*time.Millisecond), d.MaxStall.Round(time.Millisecond), strings.Join(d.Flows, ", "), d.Owner, state)
 }
 
 // Failure says what is wrong with the download, "" when nothing.
@@ -177,15 +182,16 @@ func (r *Runner) RunFTP(ctx context.Context, cfg FTPConfig, file lab.FTPFile) (*
 	}
 	tl.add("curl %s", strings.Join(args, " "))
 	type sum struct {
-		n   int64
-		sha string
-		err error
+		n    int64
+		sha  string
+		err  error
+		took time.Duration // until curl closed its output
 	}
 	sums := make(chan sum, 1)
+	sw := &stallWriter{h: sha256.New()}
 	go func() {
-		h := sha256.New()
-		n, err := io.Copy(h, stdout)
-		sums <- sum{n, hex.EncodeToString(h.Sum(nil)), err}
+		n, err := io.Copy(sw, stdout)
+		sums <- sum{n, hex.EncodeToString(sw.h.Sum(nil)), err, time.Since(start)}
 	}()
 	sleep(ctx, cfg.FaultAfter)
 	// The transfer may take a moment to start: wait a little for its data
@@ -206,13 +212,12 @@ func (r *Runner) RunFTP(ctx context.Context, cfg FTPConfig, file lab.FTPFile) (*
 	}
 	s := <-sums
 	werr := cmd.Wait()
-	d.Took = time.Since(start)
-	d.Bytes, d.SHA256 = s.n, s.sha
+	d.Took, d.Bytes, d.SHA256, d.MaxStall = s.took, s.n, s.sha, sw.maxGap
 	d.Log = tail(stderr.String(), 30)
 	if werr != nil || s.err != nil {
 		d.Err = fmt.Errorf("curl: %w (reading: %v); curl says:\n%s", werr, s.err, d.Log)
 	}
-	tl.add("curl done: %d bytes in %v", d.Bytes, d.Took.Round(100*time.Millisecond))
+	tl.add("curl done (%d bytes in %v)", d.Bytes, d.Took.Round(100*time.Millisecond))
 	var restoreErr error
 	if cfg.Scenario == Kill9 {
 		restoreErr = r.lab.Start(ctx)
@@ -310,6 +315,23 @@ func (r *Runner) ftpFault(ctx context.Context, sc Scenario, victim string, tl *t
 		tl.add("rfront: %s back in the ECMP set", victim)
 	}
 	return nil
+}
+
+// stallWriter hashes what it is given and records the longest gap
+// between two writes.
+type stallWriter struct {
+	h      hash.Hash
+	last   time.Time
+	maxGap time.Duration
+}
+
+func (w *stallWriter) Write(p []byte) (int, error) {
+	now := time.Now()
+	if !w.last.IsZero() {
+		w.maxGap = max(w.maxGap, now.Sub(w.last))
+	}
+	w.last = now
+	return w.h.Write(p)
 }
 
 func tail(s string, lines int) string {

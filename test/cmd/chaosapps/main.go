@@ -1,15 +1,15 @@
 // Command chaosapps runs the application scenarios of issue 7 on a lab of
 // its own: TLS sessions through the SSL_BRIDGE STATEFUL vservers while
-// their owner is SIGKILLed, then resumed on the same backend; with -ftp,
-// 200 MB FTP downloads with curl (passive and active) through the FTP
+// their owner is SIGKILLed, then resumed on the same backend; and 200 MB
+// FTP downloads with curl (passive and active) through the FTP
 // STATEFUL vserver while the owner of the transfer is SIGKILLed, then
 // frozen past the BGP hold time. It prints a table for people and a line
 // per scenario for scripts:
 //
 //	chaos scenario=kill9 mode=ssl_bridge flows=6 kept=6 broken=0 corrupt=0 moved=5 max_stall_ms=228 resumed=6 same_backend=6
-//	chaos scenario=kill9 mode=ftp_passive flows=1 kept=1 broken=0 corrupt=0 bytes=209715200 sha256_ok=true took_ms=13500
+//	chaos scenario=kill9 mode=ftp_passive flows=1 kept=1 broken=0 corrupt=0 max_stall_ms=900 bytes=209715200 sha256_ok=true took_ms=12044
 //
-//	chaosapps -bin bin [-name tzapps] [-ftp] [-ftp-size 209715200] [-keep]
+//	chaosapps -bin bin [-name tzapps] [-tls=false] [-ftp=false] [-ftp-size 209715200] [-keep]
 //
 // Exit status: 0 when every scenario showed what it must (chaos.AppResult.
 // Failures), 1 when not, 2 when the lab or a scenario could not run.
@@ -44,7 +44,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	name := fs.String("name", "tzapps", "lab name (namespaces NAME-client, NAME-n1, ...)")
 	bin := fs.String("bin", "bin", "directory holding tandemd, clusterctl and labbackend")
-	ftp := fs.Bool("ftp", false, "also run the FTP scenarios (they need the FTP ALG in the data plane)")
+	ftp := fs.Bool("ftp", true, "run the FTP scenarios (kill9 and freeze, passive and active)")
 	ftpSize := fs.Int64("ftp-size", 200<<20, "size of the FTP file in bytes")
 	tlsOnly := fs.Bool("tls", true, "run the SSL_BRIDGE scenario")
 	keep := fs.Bool("keep", false, "leave the lab up at the end")
