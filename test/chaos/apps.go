@@ -73,7 +73,7 @@ func (r *Runner) SetupApps(ctx context.Context, ftp bool, ftpSize int64) (lab.FT
 func appsVServers(ftp bool) []string {
 	vs := []string{"tls4", "tls6"}
 	if ftp {
-		vs = append(vs, "ftp4")
+		vs = append(vs, "ftp4", "ftp6")
 	}
 	return vs
 }
@@ -626,4 +626,34 @@ func (a *AppResult) Failures() []string {
 		}
 	}
 	return out
+}
+
+// CheckRefusals asks the cluster, through a live node's clusterctl, for
+// HTTP and terminated-SSL vservers with connection failover (STATEFUL and
+// STATELESS) on the apps VIP: each must be refused naming the rule
+// (no-failover-http) and the fix, and must not exist afterwards. It
+// returns the refusals as clusterctl printed them (first line of each).
+func (r *Runner) CheckRefusals(ctx context.Context) ([]string, error) {
+	var out []string
+	for _, typ := range []string{"HTTP", "SSL"} {
+		for _, mode := range []string{"STATEFUL", "STATELESS"} {
+			name := strings.ToLower("refuse-" + typ + "-" + mode)
+			msg, err := r.Ctl(ctx, "n1", "add", "lb", "vserver", name, typ, lab.AppsVIP4.String(), "8000",
+				"--lbMethod", "SOURCEIPHASH", "--persistenceType", "SOURCEIP", "--connFailover", mode)
+			if err == nil {
+				return out, fmt.Errorf("%s vserver with connFailover %s was accepted: %s", typ, mode, msg)
+			}
+			text := string(msg)
+			for _, want := range []string{"refuse connection failover", "no-failover-http", "fix:"} {
+				if !strings.Contains(text, want) {
+					return out, fmt.Errorf("%s vserver with connFailover %s refused without %q: %s", typ, mode, want, text)
+				}
+			}
+			if shown, err := r.Ctl(ctx, "n1", "show", "lb", "vserver", name); err == nil {
+				return out, fmt.Errorf("refused vserver %s exists: %s", name, shown)
+			}
+			out = append(out, fmt.Sprintf("%s %s: %s", typ, mode, strings.SplitN(strings.TrimSpace(text), "\n", 2)[0]))
+		}
+	}
+	return out, nil
 }

@@ -20,12 +20,19 @@ import (
 // SIGKILLed. Every session must stream on to its end with every byte
 // checked and the same backend; then a second connection from each
 // session's client address, with the session's ticket, must resume it on
-// the same backend (each backend has its own ticket key).
+// the same backend (each backend has its own ticket key). Before that,
+// HTTP and SSL vservers with connection failover must be refused with
+// the rule and the fix.
 func TestChaosSSLBridge(t *testing.T) {
 	r, ctx := startLab(t, Config{Lab: lab.Config{Name: "tz"}, TCPFlows: 1, UDPFlows: 1})
 	t.Cleanup(func() { r.Lab().StopApps() })
 	if _, err := r.SetupApps(ctx, false, 0); err != nil {
 		t.Fatal(err)
+	}
+	refusals, err := r.CheckRefusals(ctx)
+	t.Logf("refusals:\n%s", strings.Join(refusals, "\n"))
+	if err != nil {
+		t.Error(err)
 	}
 	res, err := r.RunTLS(ctx, TLSConfig{})
 	if res != nil {
@@ -47,10 +54,10 @@ func TestChaosSSLBridge(t *testing.T) {
 }
 
 // TestChaosFTP downloads a 200 MB file through the lab's FTP STATEFUL
-// vserver (vsftpd backends advertising the VIP) with curl, in passive and
+// vservers (vsftpd backends advertising the VIP) with curl, in passive and
 // in active mode, while the node owning the transfer is SIGKILLed, then
-// while it is frozen past the BGP hold time: every download must complete
-// with the file's checksum. About 90 s here.
+// while it is frozen past the BGP hold time (IPv4), and SIGKILLed (IPv6):
+// every download must complete with the file's checksum.
 func TestChaosFTP(t *testing.T) {
 	if _, err := os.Stat("/usr/sbin/vsftpd"); err != nil {
 		t.Skip("needs /usr/sbin/vsftpd (make deps)")
@@ -65,18 +72,25 @@ func TestChaosFTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("FTP file %s: %d bytes, sha256 %s", file.Path, file.Size, file.SHA256)
+	var runs []FTPConfig
 	for _, sc := range []Scenario{Kill9, Freeze} {
 		for _, active := range []bool{false, true} {
-			res, err := r.RunFTP(ctx, FTPConfig{Scenario: sc, Active: active}, file)
-			if res != nil {
-				t.Logf("\n%s%s", res.Table(), strings.Join(res.Lines(), "\n"))
-				for _, f := range res.Failures() {
-					t.Error(f)
-				}
+			runs = append(runs, FTPConfig{Scenario: sc, Active: active})
+		}
+	}
+	// IPv6 (EPSV and EPRT |2|): kill9 only, to keep the test near 2 min;
+	// chaosapps runs freeze too.
+	runs = append(runs, FTPConfig{Scenario: Kill9, IPv6: true}, FTPConfig{Scenario: Kill9, IPv6: true, Active: true})
+	for _, run := range runs {
+		res, err := r.RunFTP(ctx, run, file)
+		if res != nil {
+			t.Logf("\n%s%s", res.Table(), strings.Join(res.Lines(), "\n"))
+			for _, f := range res.Failures() {
+				t.Error(f)
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
+		}
+		if err != nil {
+			t.Fatal(err)
 		}
 	}
 }

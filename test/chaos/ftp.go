@@ -23,8 +23,11 @@ type FTPConfig struct {
 	// connection, else its control connection).
 	Scenario Scenario
 	// Active downloads in active mode (EPRT: the backend connects to the
-	// client); else passive (PASV, the 227 reply naming the VIP).
+	// client); else passive (IPv4: PASV, the 227 reply naming the VIP;
+	// IPv6: EPSV, the 229 reply naming the port).
 	Active bool
+	// IPv6 downloads through ftp6 on the apps IPv6 VIP; else ftp4.
+	IPv6 bool
 	// Rate caps curl's download speed (curl --limit-rate), so that the
 	// fault lands mid-transfer. Default "16M" (bytes per second).
 	Rate string
@@ -121,7 +124,7 @@ func (d *FTPDownload) Failure() string {
 }
 
 // RunFTP downloads the lab's FTP file (SetupApps with ftp) through the
-// FTP vserver ftp4 with curl, in the client namespace from a client
+// FTP vserver ftp4 (ftp6 with cfg.IPv6) with curl, in the client namespace from a client
 // address of its own, and cfg.FaultAfter into the transfer SIGKILLs or
 // freezes (past the BGP hold time, then SIGCONT) the active member of
 // the pair owning the download's data connection (else its control
@@ -138,32 +141,39 @@ func (r *Runner) RunFTP(ctx context.Context, cfg FTPConfig, file lab.FTPFile) (*
 	if cfg.Active {
 		mode = ModeFTPActive
 	}
+	if cfg.IPv6 {
+		mode += "6"
+	}
 	out := &AppResult{Scenario: cfg.Scenario, Mode: mode}
 	tl := &timeline{start: time.Now(), log: r.log.With("scenario", "ftp-"+string(cfg.Scenario), "mode", mode)}
 	// A client address per mode and scenario, from the top of the range
 	// (the TLS sessions use the last few of each family).
-	var v4 []netip.Addr
+	var addrs []netip.Addr
 	for _, a := range r.cfg.Lab.ClientAddrs() {
-		if a.Is4() {
-			v4 = append(v4, a)
+		if a.Is4() != cfg.IPv6 {
+			addrs = append(addrs, a)
 		}
 	}
-	idx := len(v4) / 2
+	idx := len(addrs) / 2
 	if cfg.Active {
 		idx++
 	}
 	if cfg.Scenario == Freeze {
 		idx += 2
 	}
-	src := v4[idx%len(v4)]
+	src, vip := addrs[idx%len(addrs)], lab.AppsVIP4
+	if cfg.IPv6 {
+		vip = lab.AppsVIP6
+	}
 	d := &FTPDownload{Mode: mode, Src: src, Want: file,
-		URL: fmt.Sprintf("ftp://%s:%d/%s", lab.AppsVIP4, lab.FTPPort, lab.FTPFileName)}
+		URL: fmt.Sprintf("ftp://%s/%s", netip.AddrPortFrom(vip, lab.FTPPort), lab.FTPFileName)}
 	out.FTP = []*FTPDownload{d}
-	args := []string{"-sS", "-v", "--max-time", fmt.Sprint(int(cfg.Timeout.Seconds())), "--limit-rate", cfg.Rate,
+	args := []string{"-sS", "-v", "-g", "--max-time", fmt.Sprint(int(cfg.Timeout.Seconds())), "--limit-rate", cfg.Rate,
 		"--interface", src.String(), "-o", "-"}
-	if cfg.Active {
+	switch {
+	case cfg.Active:
 		args = append(args, "--ftp-port", src.String())
-	} else {
+	case !cfg.IPv6:
 		args = append(args, "--disable-epsv")
 	}
 	args = append(args, d.URL)
@@ -196,10 +206,10 @@ func (r *Runner) RunFTP(ctx context.Context, cfg FTPConfig, file lab.FTPFile) (*
 	sleep(ctx, cfg.FaultAfter)
 	// The transfer may take a moment to start: wait a little for its data
 	// connection to be in a flow table.
-	victim, owner, flows, isData := r.ftpVictim(ctx, src)
+	victim, owner, flows, isData := r.ftpVictim(ctx, src, vip)
 	for wait := time.Now().Add(5 * time.Second); !isData && time.Now().Before(wait) && ctx.Err() == nil; {
 		sleep(ctx, 250*time.Millisecond)
-		victim, owner, flows, isData = r.ftpVictim(ctx, src)
+		victim, owner, flows, isData = r.ftpVictim(ctx, src, vip)
 	}
 	d.Flows, d.Owner = flows, owner
 	var actErr error
@@ -246,7 +256,7 @@ func (r *Runner) RunFTP(ctx context.Context, cfg FTPConfig, file lab.FTPFile) (*
 // ftpVictim returns the active member of the pair owning src's FTP data
 // connection (an entry of src to the apps VIP on another port than the
 // control port), else its control connection, with src's entries.
-func (r *Runner) ftpVictim(ctx context.Context, src netip.Addr) (victim string, owner uint32, flows []string, isData bool) {
+func (r *Runner) ftpVictim(ctx context.Context, src, vip netip.Addr) (victim string, owner uint32, flows []string, isData bool) {
 	table := r.ownerTable(ctx)
 	var ctrl, data uint32
 	for k, o := range table {
@@ -254,7 +264,7 @@ func (r *Runner) ftpVictim(ctx context.Context, src netip.Addr) (victim string, 
 			continue
 		}
 		flows = append(flows, fmt.Sprintf("%s %s->%s pair %d", k.proto, k.src, k.dst, o))
-		if k.dst.Port() == lab.FTPPort && k.dst.Addr() == lab.AppsVIP4 {
+		if k.dst.Port() == lab.FTPPort && k.dst.Addr() == vip {
 			ctrl = o
 		} else {
 			data = o

@@ -6,8 +6,8 @@
 // frozen past the BGP hold time. It prints a table for people and a line
 // per scenario for scripts:
 //
-//	chaos scenario=kill9 mode=ssl_bridge flows=6 kept=6 broken=0 corrupt=0 moved=5 max_stall_ms=228 resumed=6 same_backend=6
-//	chaos scenario=kill9 mode=ftp_passive flows=1 kept=1 broken=0 corrupt=0 max_stall_ms=900 bytes=209715200 sha256_ok=true took_ms=12044
+//	chaos scenario=kill9 mode=ssl_bridge flows=6 kept=6 broken=0 corrupt=0 moved=5 max_stall_ms=1689 resumed=6 same_backend=6
+//	chaos scenario=kill9 mode=ftp_passive flows=1 kept=1 broken=0 corrupt=0 max_stall_ms=899 bytes=209715200 sha256_ok=true took_ms=11832
 //
 //	chaosapps -bin bin [-name tzapps] [-tls=false] [-ftp=false] [-ftp-size 209715200] [-keep]
 //
@@ -46,7 +46,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	bin := fs.String("bin", "bin", "directory holding tandemd, clusterctl and labbackend")
 	ftp := fs.Bool("ftp", true, "run the FTP scenarios (kill9 and freeze, passive and active)")
 	ftpSize := fs.Int64("ftp-size", 200<<20, "size of the FTP file in bytes")
-	tlsOnly := fs.Bool("tls", true, "run the SSL_BRIDGE scenario")
+	runTLS := fs.Bool("tls", true, "run the SSL_BRIDGE scenario")
 	keep := fs.Bool("keep", false, "leave the lab up at the end")
 	verbose := fs.Bool("v", false, "log every step")
 	if err := fs.Parse(args); err != nil {
@@ -112,10 +112,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "lab ready in %v: SSL_BRIDGE vservers tls4/tls6 on %s/%s port %d", time.Since(start).Round(100*time.Millisecond), lab.AppsVIP4, lab.AppsVIP6, lab.TLSPort)
 	if *ftp {
-		fmt.Fprintf(stdout, ", FTP vserver ftp4 on %s port %d serving %s (%d bytes, sha256 %s)", lab.AppsVIP4, lab.FTPPort, lab.FTPFileName, file.Size, file.SHA256)
+		fmt.Fprintf(stdout, ", FTP vservers ftp4/ftp6 on %s/%s port %d serving %s (%d bytes, sha256 %s)", lab.AppsVIP4, lab.AppsVIP6, lab.FTPPort, lab.FTPFileName, file.Size, file.SHA256)
 	}
 	fmt.Fprintln(stdout)
 	code := 0
+	refusals, err := r.CheckRefusals(ctx)
+	fmt.Fprintln(stdout, "connection failover on HTTP and terminated SSL vservers:")
+	for _, l := range refusals {
+		fmt.Fprintln(stdout, "  "+l)
+	}
+	if err != nil {
+		fmt.Fprintln(stdout, "FAIL:", err)
+		code = 1
+	}
 	var lines []string
 	report := func(res *chaos.AppResult, err error) bool {
 		if res != nil {
@@ -136,18 +145,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return true
 	}
-	if *tlsOnly {
+	if *runTLS {
 		fmt.Fprintln(stdout, "running kill9 under TLS sessions through SSL_BRIDGE...")
 		if !report(r.RunTLS(ctx, chaos.TLSConfig{})) {
 			return code
 		}
 	}
 	if *ftp {
-		for _, sc := range []chaos.Scenario{chaos.Kill9, chaos.Freeze} {
-			for _, active := range []bool{false, true} {
-				fmt.Fprintf(stdout, "running %s under an FTP download (active %v)...\n", sc, active)
-				if !report(r.RunFTP(ctx, chaos.FTPConfig{Scenario: sc, Active: active}, file)) {
-					return code
+		for _, v6 := range []bool{false, true} {
+			for _, sc := range []chaos.Scenario{chaos.Kill9, chaos.Freeze} {
+				for _, active := range []bool{false, true} {
+					fmt.Fprintf(stdout, "running %s under an FTP download (IPv6 %v, active %v)...\n", sc, v6, active)
+					if !report(r.RunFTP(ctx, chaos.FTPConfig{Scenario: sc, Active: active, IPv6: v6}, file)) {
+						return code
+					}
 				}
 			}
 		}
