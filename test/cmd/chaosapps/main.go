@@ -9,7 +9,9 @@
 //	chaos scenario=kill9 mode=ssl_bridge flows=6 kept=6 broken=0 corrupt=0 moved=5 max_stall_ms=1689 resumed=6 same_backend=6
 //	chaos scenario=kill9 mode=ftp_passive flows=1 kept=1 broken=0 corrupt=0 max_stall_ms=899 bytes=209715200 sha256_ok=true took_ms=11832
 //
-//	chaosapps -bin bin [-name tzapps] [-tls=false] [-ftp=false] [-ftp-size 209715200] [-keep]
+//	chaosapps -bin bin [-name tzapps] [-tls=false] [-ftp=false] [-ftp-size 209715200] [-keep] [-up]
+//
+// With -up it only brings the lab and its apps up and leaves them up.
 //
 // Exit status: 0 when every scenario showed what it must (chaos.AppResult.
 // Failures), 1 when not, 2 when the lab or a scenario could not run.
@@ -48,6 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	ftpSize := fs.Int64("ftp-size", 200<<20, "size of the FTP file in bytes")
 	runTLS := fs.Bool("tls", true, "run the SSL_BRIDGE scenario")
 	keep := fs.Bool("keep", false, "leave the lab up at the end")
+	upOnly := fs.Bool("up", false, "bring the lab and its apps up, print how to reach them, and leave it up (no scenario)")
 	verbose := fs.Bool("v", false, "log every step")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -115,6 +118,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, ", FTP vservers ftp4/ftp6 on %s/%s port %d serving %s (%d bytes, sha256 %s)", lab.AppsVIP4, lab.AppsVIP6, lab.FTPPort, lab.FTPFileName, file.Size, file.SHA256)
 	}
 	fmt.Fprintln(stdout)
+	if *upOnly {
+		*keep = true
+		files, _ := r.Lab().TLSFiles()
+		ns := r.Lab().Config().NS(lab.RoleClient)
+		fmt.Fprintf(stdout, "try:\n  ip netns exec %s openssl s_client -connect %s:%d -servername %s -CAfile %s -sess_out /tmp/s </dev/null\n",
+			ns, lab.AppsVIP4, lab.TLSPort, files.ServerName, files.Cert)
+		fmt.Fprintf(stdout, "  ip netns exec %s curl -g -o /dev/null ftp://%s:%d/%s   (add --ftp-port 198.18.1.1 for active mode)\n",
+			ns, lab.AppsVIP4, lab.FTPPort, lab.FTPFileName)
+		return 0
+	}
 	code := 0
 	refusals, err := r.CheckRefusals(ctx)
 	fmt.Fprintln(stdout, "connection failover on HTTP and terminated SSL vservers:")
