@@ -10,11 +10,13 @@ import (
 	"hash"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/tandem-lb/tandem/deploy/lab"
+	"github.com/tandem-lb/tandem/node/api"
 )
 
 // FTPConfig configures RunFTP.
@@ -78,6 +80,11 @@ type FTPDownload struct {
 	// chosen from.
 	Flows []string
 	Owner uint32
+	// DataSeen is whether a flow table held the data connection with an
+	// owner when the fault came (else the victim was chosen by the
+	// control connection, whose owner pair is the data's too: FTP flows
+	// are owned by the client's address).
+	DataSeen bool
 	// Log is the tail of curl's verbose log (its FTP dialogue).
 	Log string
 }
@@ -111,8 +118,12 @@ func (d *FTPDownload) Describe() string {
 	case !d.OK():
 		state = fmt.Sprintf("WRONG: %d bytes, sha256 %s, want %d bytes %s", d.Bytes, d.SHA256, d.Want.Size, d.Want.SHA256)
 	}
-	return fmt.Sprintf("%s %s from %s: %d bytes in %v, max stall %v (flows at the fault: %s; victim's pair %d): %s",
-		d.Mode, d.URL, d.Src, d.Bytes, d.Took.Round(100*time.Millisecond), d.MaxStall.Round(time.Millisecond), strings.Join(d.Flows, ", "), d.Owner, state)
+	by := "data connection"
+	if !d.DataSeen {
+		by = "control connection (no table held the data connection with an owner)"
+	}
+	return fmt.Sprintf("%s %s from %s: %d bytes in %v, max stall %v (flows at the fault: %s; victim's pair %d, chosen by the %s): %s",
+		d.Mode, d.URL, d.Src, d.Bytes, d.Took.Round(100*time.Millisecond), d.MaxStall.Round(time.Millisecond), strings.Join(d.Flows, ", "), d.Owner, by, state)
 }
 
 // Failure says what is wrong with the download, "" when nothing.
@@ -211,7 +222,7 @@ func (r *Runner) RunFTP(ctx context.Context, cfg FTPConfig, file lab.FTPFile) (*
 		sleep(ctx, 250*time.Millisecond)
 		victim, owner, flows, isData = r.ftpVictim(ctx, src, vip)
 	}
-	d.Flows, d.Owner = flows, owner
+	d.Flows, d.Owner, d.DataSeen = flows, owner, isData
 	var actErr error
 	if victim == "" {
 		actErr = fmt.Errorf("ftp: no flow table names an owner for the flows of %s (entries: %v)", src, flows)
@@ -255,21 +266,36 @@ func (r *Runner) RunFTP(ctx context.Context, cfg FTPConfig, file lab.FTPFile) (*
 
 // ftpVictim returns the active member of the pair owning src's FTP data
 // connection (an entry of src to the apps VIP on another port than the
-// control port), else its control connection, with src's entries.
+// control port), else its control connection, with src's entries on
+// every answering node.
 func (r *Runner) ftpVictim(ctx context.Context, src, vip netip.Addr) (victim string, owner uint32, flows []string, isData bool) {
-	table := r.ownerTable(ctx)
 	var ctrl, data uint32
-	for k, o := range table {
-		if k.src.Addr() != src.Unmap() && k.dst.Addr() != src.Unmap() {
+	for i := 1; i <= r.cfg.Lab.Nodes; i++ {
+		name := lab.NodeName(i)
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		conns, err := r.clients[name].Connections(rctx, api.ConnFilter{})
+		cancel()
+		if err != nil {
 			continue
 		}
-		flows = append(flows, fmt.Sprintf("%s %s->%s pair %d", k.proto, k.src, k.dst, o))
-		if k.dst.Port() == lab.FTPPort && k.dst.Addr() == vip {
-			ctrl = o
-		} else {
-			data = o
+		for _, cn := range conns {
+			if cn.Client.Addr().Unmap() != src.Unmap() {
+				continue
+			}
+			// Every entry, owned or not, on every node: what the fault
+			// acted on, for the report.
+			flows = append(flows, fmt.Sprintf("%s: %s %s->%s pair %d", name, strings.ToLower(cn.Proto), cn.Client, cn.VIP, cn.Owner))
+			if cn.Owner == 0 {
+				continue
+			}
+			if cn.VIP.Port() == lab.FTPPort && cn.VIP.Addr().Unmap() == vip {
+				ctrl = cn.Owner
+			} else {
+				data = cn.Owner
+			}
 		}
 	}
+	slices.Sort(flows)
 	owner, isData = data, data != 0
 	if owner == 0 {
 		owner = ctrl

@@ -27,6 +27,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -50,6 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	ftpSize := fs.Int64("ftp-size", 200<<20, "size of the FTP file in bytes")
 	runTLS := fs.Bool("tls", true, "run the SSL_BRIDGE scenario")
 	keep := fs.Bool("keep", false, "leave the lab up at the end")
+	only := fs.String("only", "", "run only these FTP runs, comma-separated SCENARIO:MODE (e.g. freeze:ftp_active6)")
 	upOnly := fs.Bool("up", false, "bring the lab and its apps up, print how to reach them, and leave it up (no scenario)")
 	verbose := fs.Bool("v", false, "log every step")
 	if err := fs.Parse(args); err != nil {
@@ -168,6 +171,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		for _, v6 := range []bool{false, true} {
 			for _, sc := range []chaos.Scenario{chaos.Kill9, chaos.Freeze} {
 				for _, active := range []bool{false, true} {
+					mode := map[bool]string{false: chaos.ModeFTPPassive, true: chaos.ModeFTPActive}[active] + map[bool]string{false: "", true: "6"}[v6]
+					if *only != "" && !slices.Contains(strings.Split(*only, ","), string(sc)+":"+mode) {
+						continue
+					}
 					fmt.Fprintf(stdout, "running %s under an FTP download (IPv6 %v, active %v)...\n", sc, v6, active)
 					if !report(r.RunFTP(ctx, chaos.FTPConfig{Scenario: sc, Active: active, IPv6: v6}, file)) {
 						return code
