@@ -9,7 +9,7 @@
 //	chaos scenario=kill9 mode=ssl_bridge flows=6 kept=6 broken=0 corrupt=0 moved=5 max_stall_ms=1689 resumed=6 same_backend=6
 //	chaos scenario=kill9 mode=ftp_passive flows=1 kept=1 broken=0 corrupt=0 max_stall_ms=899 bytes=209715200 sha256_ok=true took_ms=11832
 //
-//	chaosapps -bin bin [-name tzapps] [-tls=false] [-ftp=false] [-ftp-size 209715200] [-keep] [-up]
+//	chaosapps -bin bin [-name tzapps] [-tls=false] [-ftp=false] [-only freeze:ftp_active6,...] [-ftp-size 209715200] [-keep] [-up]
 //
 // With -up it only brings the lab and its apps up and leaves them up.
 //
