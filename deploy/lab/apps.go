@@ -228,6 +228,16 @@ func seedBytes(seed uint64) [32]byte {
 	return s
 }
 
+// RemoveFTPFile removes the FTP backends' file and its checksum (the state
+// dir may be a tmpfs: /run).
+func (l *Lab) RemoveFTPFile() error {
+	os.Remove(filepath.Join(l.cfg.StateDir, "ftp", "file.sha256"))
+	if err := os.RemoveAll(l.ftpRoot()); err != nil {
+		return fmt.Errorf("removing the FTP file: %w", err)
+	}
+	return nil
+}
+
 func (l *Lab) ftpRoot() string { return filepath.Join(l.cfg.StateDir, "ftp", "root") }
 
 // VsftpdConf is backend j's vsftpd configuration: deploy/ftp's settings

@@ -86,6 +86,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		r.Lab().StopApps()
+		// 200 MB in /run is memory: the file goes, configs and logs stay.
+		r.Lab().RemoveFTPFile()
 		if err := r.Down(dctx); err != nil {
 			fmt.Fprintln(stderr, "chaosapps: tearing the lab down:", err)
 		} else {
