@@ -33,6 +33,15 @@ import (
 // MaxBackends, outside the ids callers allocate.
 func (d *Datapath) DataBackendID(id uint32) uint32 { return id + d.cfg.MaxBackends }
 
+// BaseBackendID is the inverse of DataBackendID: for the id of a data
+// backend, the id of its backend and true; for any other id, id and false.
+func (d *Datapath) BaseBackendID(id uint32) (uint32, bool) {
+	if id >= d.cfg.MaxBackends {
+		return id - d.cfg.MaxBackends, true
+	}
+	return id, false
+}
+
 // setDataBackend writes the data backend of b; d.mu is held.
 func (d *Datapath) setDataBackend(b Backend) error {
 	if !b.Addr.IsValid() {

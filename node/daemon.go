@@ -60,6 +60,10 @@ type DataPlane interface {
 	FlowTables
 	// Flows lists the flow table (a snapshot of no single instant).
 	Flows() ([]flow.Flow, error)
+	// BaseBackendID maps the id of an FTP data backend, which data
+	// connections' flows name, to its backend's id (true); other ids to
+	// themselves (false).
+	BaseBackendID(id uint32) (uint32, bool)
 	Attach(ifnames ...string) error
 	// SetLocalAddrs tells the data plane the node's own addresses, so that
 	// backends' replies to the node (health probes) are not rewritten.

@@ -50,9 +50,26 @@ type fakeDP struct {
 	ev *events
 }
 
+// fakeDataBackends is where the fake data plane's FTP data backend ids
+// begin (flow.Datapath: its MaxBackends).
+const fakeDataBackends = 1000
+
+func (f *fakeDP) BaseBackendID(id uint32) (uint32, bool) {
+	if id >= fakeDataBackends {
+		return id - fakeDataBackends, true
+	}
+	return id, false
+}
+
+// Flows: a stateless flow, and a data connection's flow (as of an FTP
+// vserver's: it names backend 2's data backend, the port kept).
 func (f *fakeDP) Flows() ([]flow.Flow, error) {
-	return []flow.Flow{{Key: flow.FlowKey{Src: netip.MustParseAddrPort("198.51.100.7:41234"), Dst: netip.MustParseAddrPort("203.0.113.10:80"), Protocol: flow.ProtoTCP},
-		BackendID: 2, VServerID: 0, Epoch: 1, Flags: flow.FlowFlagStateless, Created: time.Second}}, nil
+	return []flow.Flow{
+		{Key: flow.FlowKey{Src: netip.MustParseAddrPort("198.51.100.7:41234"), Dst: netip.MustParseAddrPort("203.0.113.10:80"), Protocol: flow.ProtoTCP},
+			BackendID: 2, VServerID: 0, Epoch: 1, Flags: flow.FlowFlagStateless, Created: time.Second},
+		{Key: flow.FlowKey{Src: netip.MustParseAddrPort("198.51.100.8:41000"), Dst: netip.MustParseAddrPort("203.0.113.10:30001"), Protocol: flow.ProtoTCP},
+			BackendID: fakeDataBackends + 2, VServerID: 0, Flags: flow.FlowFlagOwned | flow.FlowFlagFTPData, Created: time.Second},
+	}, nil
 }
 
 func (f *fakeDP) Attach(ifnames ...string) error {
@@ -397,9 +414,14 @@ func TestDaemonLifecycle(t *testing.T) {
 		t.Errorf("show node n1: %+v %v", ns, err)
 	}
 	conns, err := c.Connections(ctx, api.ConnFilter{VServer: "vs1"})
-	if err != nil || len(conns) != 1 || conns[0].VServer != "vs1" || conns[0].Service != "web2" ||
+	if err != nil || len(conns) != 2 || conns[0].VServer != "vs1" || conns[0].Service != "web2" ||
 		conns[0].Backend != netip.MustParseAddrPort("10.0.2.12:8080") || conns[0].Client != netip.MustParseAddrPort("198.51.100.7:41234") || conns[0].Age <= 0 {
 		t.Errorf("show conn: %+v %v", conns, err)
+	}
+	// The data connection shows its backend's service and address, on the
+	// port it kept.
+	if len(conns) == 2 && (conns[1].Service != "web2" || conns[1].Backend != netip.MustParseAddrPort("10.0.2.12:30001")) {
+		t.Errorf("show conn, FTP data connection: %+v", conns[1])
 	}
 	if _, err := c.Drain(ctx, "n9"); !errors.Is(err, api.ErrNotFound) {
 		t.Errorf("draining an unknown node: %v, want ErrNotFound", err)

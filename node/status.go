@@ -253,9 +253,12 @@ func (s status) Connections(ctx context.Context, f api.ConnFilter) ([]api.Conn, 
 		}
 		c := api.Conn{Node: s.d.cfg.NodeID, VServer: vs, Proto: fl.Key.Protocol.String(), Client: fl.Key.Src, VIP: fl.Key.Dst,
 			Owner: fl.Owner, Mirrored: fl.Flags&flow.FlowFlagMirror != 0}
-		if b, ok := backends[fl.BackendID]; ok {
+		// An FTP data connection names its backend's data backend (the
+		// same address, the port kept: the flow's destination port).
+		id, data := s.d.dp.BaseBackendID(fl.BackendID)
+		if b, ok := backends[id]; ok {
 			port := b.Port
-			if port == 0 { // a service on "*" keeps the destination port
+			if port == 0 || data { // a service on "*" keeps the destination port
 				port = fl.Key.Dst.Port()
 			}
 			c.Service, c.Backend = b.Service, netip.AddrPortFrom(b.Addr, port)
