@@ -198,7 +198,8 @@ func (d *Datapath) DeleteFlow(k FlowKey) error {
 		}
 		return fmt.Errorf("deleting flow %v: %w", k, err)
 	}
-	return nil
+	// the flow's hot entries go with it
+	return d.bumpGen()
 }
 
 // Flows returns every flow-table entry. The table changes while it is read:

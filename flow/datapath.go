@@ -74,6 +74,12 @@ type Config struct {
 	// backplane (see stateful.go). Default 6635; every node of a cluster
 	// must use the same.
 	SteerPort uint16
+	// HotCacheSize is the number of slots per CPU of the hot cache: a
+	// direct-mapped cache of stateless flows that forwards their packets
+	// with no hash lookup (see fast.go). A power of two; each slot takes
+	// 104 bytes. Default 16384; negative disables the cache. The cache
+	// needs the FIB cache (FIBCacheTTL not negative).
+	HotCacheSize int
 	// EventRingSize is the size in bytes of the ring buffer that reports
 	// new and closed flows of mirrored vservers (a power of two, at least a
 	// page). Default 4 MiB: about 50,000 events of 80 bytes.
@@ -119,6 +125,9 @@ func (c Config) withDefaults() Config {
 	if c.FTPExpectations == 0 {
 		c.FTPExpectations = 16384
 	}
+	if c.HotCacheSize == 0 {
+		c.HotCacheSize = 16384
+	}
 	return c
 }
 
@@ -137,6 +146,9 @@ func (c Config) validate() error {
 	}
 	if c.FTPExpectTTL < 0 {
 		return fmt.Errorf("%w: FTPExpectTTL %v: want a positive duration", ErrInvalidConfig, c.FTPExpectTTL)
+	}
+	if c.HotCacheSize > 0 && (c.HotCacheSize&(c.HotCacheSize-1) != 0 || c.HotCacheSize > 1<<24) {
+		return fmt.Errorf("%w: HotCacheSize %d: want a power of two up to 2^24 (or negative: no hot cache)", ErrInvalidConfig, c.HotCacheSize)
 	}
 	if c.XDPMode != XDPNative && c.XDPMode != XDPGeneric {
 		return fmt.Errorf("%w: XDPMode %d: want XDPNative or XDPGeneric", ErrInvalidConfig, c.XDPMode)
@@ -169,6 +181,8 @@ type Datapath struct {
 	// FTP ALG (ftp.go): references to FTP VIPs and FTP backends' addresses
 	ftpRefs map[netip.Addr]int
 	ftpRev  map[reverseID]bool // reverse entries that hold a reference in ftpRefs
+	// the hit path's configuration generation and address filter (fast.go)
+	fast fastState
 }
 
 type reverseID struct {
@@ -186,6 +200,10 @@ func New(cfg Config) (_ *Datapath, err error) {
 	spec, err := loadLb()
 	if err != nil {
 		return nil, fmt.Errorf("reading BPF object: %w", err)
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("counting CPUs: %w", err)
 	}
 	sizes := map[string]uint32{
 		"vservers":      2 * cfg.MaxVServers,
@@ -208,6 +226,11 @@ func New(cfg Config) (_ *Datapath, err error) {
 		"expects":       cfg.FTPExpectations,
 		"ftp_vips":      cfg.MaxServices,
 	}
+	hotSlots, err := hotSlots(cfg)
+	if err != nil {
+		return nil, err
+	}
+	sizes["hot"] = max(hotSlots*uint32(ncpu), 1)
 	for name, n := range sizes {
 		m, ok := spec.Maps[name]
 		if !ok {
@@ -222,6 +245,9 @@ func New(cfg Config) (_ *Datapath, err error) {
 	if err := spec.Variables["fib_cache_ns"].Set(ttl); err != nil {
 		return nil, fmt.Errorf("setting fib cache TTL: %w", err)
 	}
+	if err := spec.Variables["hot_slots"].Set(hotSlots); err != nil {
+		return nil, fmt.Errorf("setting hot cache size: %w", err)
+	}
 	if err := spec.Variables["steer_port"].Set(htons(cfg.SteerPort)); err != nil {
 		return nil, fmt.Errorf("setting steering port: %w", err)
 	}
@@ -231,6 +257,9 @@ func New(cfg Config) (_ *Datapath, err error) {
 	if err := spec.Variables["data_backend_base"].Set(cfg.MaxBackends); err != nil {
 		return nil, fmt.Errorf("setting data backend ids: %w", err)
 	}
+	if err := checkFastSpec(spec); err != nil {
+		return nil, err
+	}
 	objs := new(lbObjects)
 	if err := spec.LoadAndAssign(objs, nil); err != nil {
 		var verr *ebpf.VerifierError
@@ -239,7 +268,7 @@ func New(cfg Config) (_ *Datapath, err error) {
 		}
 		return nil, fmt.Errorf("loading BPF objects: %w", err)
 	}
-	return &Datapath{
+	d := &Datapath{
 		cfg:         cfg,
 		objs:        objs,
 		links:       make(map[string]link.Link),
@@ -254,7 +283,14 @@ func New(cfg Config) (_ *Datapath, err error) {
 		lists:       make(map[uint32][]uint32),
 		ftpRefs:     make(map[netip.Addr]int),
 		ftpRev:      make(map[reverseID]bool),
-	}, nil
+		fast:        newFastState(),
+	}
+	if err := d.bumpGen(); err != nil {
+		objs.Close()
+		return nil, err
+	}
+	d.startGenTicker()
+	return d, nil
 }
 
 // Config returns the configuration in effect, defaults filled in.
@@ -345,6 +381,7 @@ func (d *Datapath) Close() error {
 	if d.objs == nil {
 		return nil
 	}
+	d.stopGenTicker()
 	var errs []error
 	for name, l := range d.links {
 		if err := l.Close(); err != nil {
@@ -466,6 +503,9 @@ func (d *Datapath) SetVServer(v VServer) error {
 			}
 		}
 	}
+	if err := d.bumpGen(); err != nil {
+		return err
+	}
 	return d.ref(d.vipRefs, v.VIP)
 }
 
@@ -495,6 +535,9 @@ func (d *Datapath) DeleteVServer(id uint32) error {
 		}
 	}
 	delete(d.vservers, id)
+	if err := d.bumpGen(); err != nil {
+		return err
+	}
 	if err := d.unref(d.vipRefs, v.VIP); err != nil {
 		return err
 	}
@@ -542,9 +585,11 @@ func (d *Datapath) SetBackend(b Backend) error {
 	}
 	d.backends[b.ID] = b
 	if _, ok := d.backends[d.DataBackendID(b.ID)]; ok {
-		return d.setDataBackend(b)
+		if err := d.setDataBackend(b); err != nil {
+			return err
+		}
 	}
-	return nil
+	return d.bumpGen()
 }
 
 // DeleteBackend marks a backend invalid: flows to it re-pick from the table
@@ -563,7 +608,10 @@ func (d *Datapath) DeleteBackend(id uint32) error {
 		return fmt.Errorf("deleting backend %d: %w", id, err)
 	}
 	delete(d.backends, id)
-	return d.deleteDataBackend(id)
+	if err := d.deleteDataBackend(id); err != nil {
+		return err
+	}
+	return d.bumpGen()
 }
 
 // SetReverse adds or changes the reverse entry of a bound service.
@@ -672,7 +720,7 @@ func (d *Datapath) unref(refs map[netip.Addr]int, a netip.Addr) error {
 }
 
 // writeAddr writes the flags of an address from its reference counts.
-func (d *Datapath) writeAddr(a netip.Addr) error {
+func (d *Datapath) writeAddr(a netip.Addr) (err error) {
 	words, fam := addrWords(a)
 	k := lbAddrKey{Addr: words, Family: fam}
 	var flags uint32
@@ -693,6 +741,20 @@ func (d *Datapath) writeAddr(a netip.Addr) error {
 	}
 	if d.ftpRefs[a] > 0 {
 		flags |= addrFlagFTP
+	}
+	// The filter bit first when an address becomes ours, last when it
+	// stops being ours: the filter never hides an entry of addrs.
+	ours := flags&(addrFlagVIP|addrFlagBackend|addrFlagFTP) != 0
+	if ours {
+		if err := d.filterAddr(a, true); err != nil {
+			return err
+		}
+	} else {
+		defer func() {
+			if err == nil {
+				err = d.filterAddr(a, false)
+			}
+		}()
 	}
 	if flags == 0 {
 		if err := d.objs.Addrs.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {

@@ -94,6 +94,8 @@ type lbFibEntry struct {
 	Dmac      [6]uint8
 	Smac      [6]uint8
 	Pad       uint16
+	Gen       uint32
+	Pad2      uint32
 }
 
 type lbFibKey struct {
@@ -176,6 +178,29 @@ type lbFtpVipList struct {
 	_   structs.HostLayout
 	N   uint32
 	Vip [4][4]uint32
+}
+
+type lbHotEntry struct {
+	_         structs.HostLayout
+	Src       [4]uint32
+	Dst       [4]uint32
+	Ports     uint32
+	Proto     uint8
+	Family    uint8
+	MaxLen    uint16
+	Gen       uint32
+	InIfindex uint32
+	Ifindex   uint32
+	VsId      uint32
+	BackendId uint32
+	CsumIp    uint32
+	CsumL4    uint32
+	BeAddr    [4]uint32
+	BePort    uint16
+	Dmac      [6]uint8
+	Smac      [6]uint8
+	Pad       uint16
+	Pad2      uint32
 }
 
 type lbMethod uint32
@@ -270,6 +295,13 @@ type lbRflow struct {
 	Pad        uint16
 }
 
+type lbScratch struct {
+	_  structs.HostLayout
+	Nf lbFlow
+	Vs lbVserver
+	_  [4]byte
+}
+
 type lbSelfCfg struct {
 	_      structs.HostLayout
 	Npairs uint32
@@ -309,12 +341,14 @@ type lbVserver struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	lbMapAddrFilter       = "addr_filter"
 	lbMapAddrs            = "addrs"
 	lbMapAlgStats         = "alg_stats"
 	lbMapBackendFib       = "backend_fib"
 	lbMapBackendStats     = "backend_stats"
 	lbMapBackends         = "backends"
 	lbMapBeConns          = "be_conns"
+	lbMapCfgGen           = "cfg_gen"
 	lbMapEvents           = "events"
 	lbMapExpects          = "expects"
 	lbMapFibCache         = "fib_cache"
@@ -322,11 +356,14 @@ const (
 	lbMapFtpPending       = "ftp_pending"
 	lbMapFtpScratch       = "ftp_scratch"
 	lbMapFtpVips          = "ftp_vips"
+	lbMapHot              = "hot"
 	lbMapPairs            = "pairs"
+	lbMapProgs            = "progs"
 	lbMapReasons          = "reasons"
 	lbMapReverse          = "reverse"
 	lbMapRflows           = "rflows"
 	lbMapRrNext           = "rr_next"
+	lbMapScratch          = "scratch"
 	lbMapSelf             = "self"
 	lbMapSnatNext         = "snat_next"
 	lbMapTableActive      = "table_active"
@@ -335,6 +372,7 @@ const (
 	lbMapVsLists          = "vs_lists"
 	lbMapVserverStats     = "vserver_stats"
 	lbMapVservers         = "vservers"
+	lbProgXdpFull         = "xdp_full"
 	lbProgXdpLb           = "xdp_lb"
 	lbProgXdpPass         = "xdp_pass"
 	lbVarAlgCounterUnused = "alg_counter_unused"
@@ -343,6 +381,7 @@ const (
 	lbVarFibCacheNs       = "fib_cache_ns"
 	lbVarFlowEventUnused  = "flow_event_unused"
 	lbVarFtpExpectNs      = "ftp_expect_ns"
+	lbVarHotSlots         = "hot_slots"
 	lbVarMethodUnused     = "method_unused"
 	lbVarReasonCount      = "reason_count"
 	lbVarSteerPort        = "steer_port"
@@ -391,6 +430,7 @@ type lbSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lbProgramSpecs struct {
+	XdpFull *ebpf.ProgramSpec `ebpf:"xdp_full"`
 	XdpLb   *ebpf.ProgramSpec `ebpf:"xdp_lb"`
 	XdpPass *ebpf.ProgramSpec `ebpf:"xdp_pass"`
 }
@@ -399,12 +439,14 @@ type lbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lbMapSpecs struct {
+	AddrFilter   *ebpf.MapSpec `ebpf:"addr_filter"`
 	Addrs        *ebpf.MapSpec `ebpf:"addrs"`
 	AlgStats     *ebpf.MapSpec `ebpf:"alg_stats"`
 	BackendFib   *ebpf.MapSpec `ebpf:"backend_fib"`
 	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
 	BeConns      *ebpf.MapSpec `ebpf:"be_conns"`
+	CfgGen       *ebpf.MapSpec `ebpf:"cfg_gen"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	Expects      *ebpf.MapSpec `ebpf:"expects"`
 	FibCache     *ebpf.MapSpec `ebpf:"fib_cache"`
@@ -412,11 +454,14 @@ type lbMapSpecs struct {
 	FtpPending   *ebpf.MapSpec `ebpf:"ftp_pending"`
 	FtpScratch   *ebpf.MapSpec `ebpf:"ftp_scratch"`
 	FtpVips      *ebpf.MapSpec `ebpf:"ftp_vips"`
+	Hot          *ebpf.MapSpec `ebpf:"hot"`
 	Pairs        *ebpf.MapSpec `ebpf:"pairs"`
+	Progs        *ebpf.MapSpec `ebpf:"progs"`
 	Reasons      *ebpf.MapSpec `ebpf:"reasons"`
 	Reverse      *ebpf.MapSpec `ebpf:"reverse"`
 	Rflows       *ebpf.MapSpec `ebpf:"rflows"`
 	RrNext       *ebpf.MapSpec `ebpf:"rr_next"`
+	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	Self         *ebpf.MapSpec `ebpf:"self"`
 	SnatNext     *ebpf.MapSpec `ebpf:"snat_next"`
 	TableActive  *ebpf.MapSpec `ebpf:"table_active"`
@@ -437,6 +482,7 @@ type lbVariableSpecs struct {
 	FibCacheNs       *ebpf.VariableSpec `ebpf:"fib_cache_ns"`
 	FlowEventUnused  *ebpf.VariableSpec `ebpf:"flow_event_unused"`
 	FtpExpectNs      *ebpf.VariableSpec `ebpf:"ftp_expect_ns"`
+	HotSlots         *ebpf.VariableSpec `ebpf:"hot_slots"`
 	MethodUnused     *ebpf.VariableSpec `ebpf:"method_unused"`
 	ReasonCount      *ebpf.VariableSpec `ebpf:"reason_count"`
 	SteerPort        *ebpf.VariableSpec `ebpf:"steer_port"`
@@ -463,12 +509,14 @@ func (o *lbObjects) Close() error {
 //
 // It can be passed to loadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lbMaps struct {
+	AddrFilter   *ebpf.Map `ebpf:"addr_filter"`
 	Addrs        *ebpf.Map `ebpf:"addrs"`
 	AlgStats     *ebpf.Map `ebpf:"alg_stats"`
 	BackendFib   *ebpf.Map `ebpf:"backend_fib"`
 	BackendStats *ebpf.Map `ebpf:"backend_stats"`
 	Backends     *ebpf.Map `ebpf:"backends"`
 	BeConns      *ebpf.Map `ebpf:"be_conns"`
+	CfgGen       *ebpf.Map `ebpf:"cfg_gen"`
 	Events       *ebpf.Map `ebpf:"events"`
 	Expects      *ebpf.Map `ebpf:"expects"`
 	FibCache     *ebpf.Map `ebpf:"fib_cache"`
@@ -476,11 +524,14 @@ type lbMaps struct {
 	FtpPending   *ebpf.Map `ebpf:"ftp_pending"`
 	FtpScratch   *ebpf.Map `ebpf:"ftp_scratch"`
 	FtpVips      *ebpf.Map `ebpf:"ftp_vips"`
+	Hot          *ebpf.Map `ebpf:"hot"`
 	Pairs        *ebpf.Map `ebpf:"pairs"`
+	Progs        *ebpf.Map `ebpf:"progs"`
 	Reasons      *ebpf.Map `ebpf:"reasons"`
 	Reverse      *ebpf.Map `ebpf:"reverse"`
 	Rflows       *ebpf.Map `ebpf:"rflows"`
 	RrNext       *ebpf.Map `ebpf:"rr_next"`
+	Scratch      *ebpf.Map `ebpf:"scratch"`
 	Self         *ebpf.Map `ebpf:"self"`
 	SnatNext     *ebpf.Map `ebpf:"snat_next"`
 	TableActive  *ebpf.Map `ebpf:"table_active"`
@@ -493,12 +544,14 @@ type lbMaps struct {
 
 func (m *lbMaps) Close() error {
 	return _LbClose(
+		m.AddrFilter,
 		m.Addrs,
 		m.AlgStats,
 		m.BackendFib,
 		m.BackendStats,
 		m.Backends,
 		m.BeConns,
+		m.CfgGen,
 		m.Events,
 		m.Expects,
 		m.FibCache,
@@ -506,11 +559,14 @@ func (m *lbMaps) Close() error {
 		m.FtpPending,
 		m.FtpScratch,
 		m.FtpVips,
+		m.Hot,
 		m.Pairs,
+		m.Progs,
 		m.Reasons,
 		m.Reverse,
 		m.Rflows,
 		m.RrNext,
+		m.Scratch,
 		m.Self,
 		m.SnatNext,
 		m.TableActive,
@@ -532,6 +588,7 @@ type lbVariables struct {
 	FibCacheNs       *ebpf.Variable `ebpf:"fib_cache_ns"`
 	FlowEventUnused  *ebpf.Variable `ebpf:"flow_event_unused"`
 	FtpExpectNs      *ebpf.Variable `ebpf:"ftp_expect_ns"`
+	HotSlots         *ebpf.Variable `ebpf:"hot_slots"`
 	MethodUnused     *ebpf.Variable `ebpf:"method_unused"`
 	ReasonCount      *ebpf.Variable `ebpf:"reason_count"`
 	SteerPort        *ebpf.Variable `ebpf:"steer_port"`
@@ -542,12 +599,14 @@ type lbVariables struct {
 //
 // It can be passed to loadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lbPrograms struct {
+	XdpFull *ebpf.Program `ebpf:"xdp_full"`
 	XdpLb   *ebpf.Program `ebpf:"xdp_lb"`
 	XdpPass *ebpf.Program `ebpf:"xdp_pass"`
 }
 
 func (p *lbPrograms) Close() error {
 	return _LbClose(
+		p.XdpFull,
 		p.XdpLb,
 		p.XdpPass,
 	)

@@ -495,6 +495,10 @@ func (d *Datapath) InstallFlows(entries []standby.Entry, owner uint32) (int, err
 			_ = d.objs.BeConns.Update(&id, &c, ebpf.UpdateAny)
 		}
 	}
+	// an installed flow replaces any hot entry of its 5-tuple
+	if err := d.bumpGen(); err != nil {
+		return 0, err
+	}
 	return len(keys), nil
 }
 

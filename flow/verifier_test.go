@@ -28,13 +28,16 @@ func TestVerifierBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer coll.Close()
-	m := regexp.MustCompile(`processed (\d+) insns`).FindStringSubmatch(coll.Programs["xdp_lb"].VerifierLog)
-	if m == nil {
-		t.Fatalf("no instruction count in the verifier log: %q", coll.Programs["xdp_lb"].VerifierLog)
-	}
-	n, _ := strconv.Atoi(m[1])
-	t.Logf("verifier processed %d instructions (budget %d, limit 1000000)", n, budget)
-	if n > budget {
-		t.Errorf("verifier processed %d instructions, over the budget of %d", n, budget)
+	for _, name := range []string{"xdp_lb", "xdp_full"} {
+		log := coll.Programs[name].VerifierLog
+		m := regexp.MustCompile(`processed (\d+) insns`).FindStringSubmatch(log)
+		if m == nil {
+			t.Fatalf("%s: no instruction count in the verifier log: %q", name, log)
+		}
+		n, _ := strconv.Atoi(m[1])
+		t.Logf("%s: verifier processed %d instructions (budget %d, limit 1000000)", name, n, budget)
+		if n > budget {
+			t.Errorf("%s: verifier processed %d instructions, over the budget of %d", name, n, budget)
+		}
 	}
 }

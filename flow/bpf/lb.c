@@ -132,6 +132,10 @@ volatile const __u32 table_size = 65537;
  * the cache. Set by the loader. */
 volatile const __u64 fib_cache_ns = 1000000000ULL;
 
+/* Slots of the hot cache per CPU, a power of two; 0 disables it. Set by the
+ * loader. */
+volatile const __u32 hot_slots = 16384;
+
 /* The UDP port of Tandem's steering encapsulation, network order; 0
  * disables steering and decapsulation. Set by the loader. */
 volatile const __u16 steer_port = 0;
@@ -211,6 +215,52 @@ struct {
 	__type(value, __u64);
 	__uint(max_entries, REASON_MAX);
 } reasons SEC(".maps");
+
+/* The configuration generation, bumped by the control plane after every
+ * change of a vserver or a backend: a flow's forwarding cache is used only
+ * under the generation it was made in. Read before the vserver and backend
+ * they were made from, so that a cache is never tagged newer than its data. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} cfg_gen SEC(".maps");
+
+/* One bit per hash of each VIP and bound service address (filter_bit): a
+ * packet whose destination and source bits are both clear is neither for a
+ * VIP nor from a service, which two array reads tell instead of three hash
+ * lookups. A set bit proves nothing; the exact lookups follow. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, ADDR_FILTER_WORDS);
+} addr_filter SEC(".maps");
+
+/* The hot cache (struct hot_entry): hot_slots slots per CPU, CPU c's at
+ * [c*hot_slots, (c+1)*hot_slots) of one flat array, so that a CPU reads
+ * and writes only its own. Sized by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct hot_entry);
+	__uint(max_entries, 2 * 16384);
+} hot SEC(".maps");
+
+/* Per-CPU scratch space: values too large for the handlers' stack frames
+ * (BPF's 512 bytes hold the deepest chain of handler frames together). */
+struct scratch {
+	struct flow nf;	   /* handle_vserver: a new flow entry */
+	struct vserver vs; /* handle_vip -> dispatch: an owned vserver */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct scratch);
+	__uint(max_entries, 1);
+} scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
@@ -454,6 +504,35 @@ static __always_inline __u32 addr_flags(const __u32 *addr, __u8 family)
 	return f ? *f : 0;
 }
 
+/* filter_bit4 is an address's bit in addr_filter (filterBit in Go): the
+ * xor of its four words and its family, through murmur3's finaliser. */
+static __always_inline __u32 filter_bit4(__u32 a0, __u32 a1, __u32 a2, __u32 a3, __u8 family)
+{
+	__u32 x = a0 ^ a1 ^ a2 ^ a3 ^ family;
+
+	x ^= x >> 16;
+	x *= 0x85ebca6b;
+	x ^= x >> 13;
+	x *= 0xc2b2ae35;
+	x ^= x >> 16;
+	return x & ((1 << ADDR_FILTER_BITS) - 1);
+}
+
+/* maybe_ours4: false when the address is certainly neither a VIP nor a
+ * bound service. */
+static __always_inline int maybe_ours4(__u32 a0, __u32 a1, __u32 a2, __u32 a3, __u8 family)
+{
+	__u32 b = filter_bit4(a0, a1, a2, a3, family), w = b >> 6;
+	__u64 *word = bpf_map_lookup_elem(&addr_filter, &w);
+
+	return word && ((*word >> (b & 63)) & 1);
+}
+
+static __always_inline int maybe_ours(const __u32 *a, __u8 family)
+{
+	return maybe_ours4(a[0], a[1], a[2], a[3], family);
+}
+
 static __always_inline int is_vip(const struct pkt *p)
 {
 	return addr_flags(p->dst, p->family) & ADDR_F_VIP;
@@ -670,10 +749,21 @@ HANDLER int parse(struct xdp_md *ctx, struct pkt *p)
 	return P_NOT_IP;
 }
 
-static __always_inline int fib_entry_for(const struct fib_entry *ce, const __u32 *dst,
-					 __u32 in_ifindex, __u64 now)
+static __always_inline __u32 cur_gen(void)
 {
-	return now < ce->expires_ns && ce->in_ifindex == in_ifindex && ce->addr[0] == dst[0] &&
+	__u32 key = 0, *g = bpf_map_lookup_elem(&cfg_gen, &key);
+
+	return g ? *g : 0;
+}
+
+/* An answer is good for its destination and ingress interface, until it
+ * expires or the cache generation changes (fast.go bumps it every TTL, so
+ * that the hot cache's copies of the answers expire too). */
+static __always_inline int fib_entry_for(const struct fib_entry *ce, const __u32 *dst,
+					 __u32 in_ifindex, __u64 now, __u32 gen)
+{
+	return now < ce->expires_ns && ce->gen == gen && ce->in_ifindex == in_ifindex &&
+	       ce->addr[0] == dst[0] &&
 	       ce->addr[1] == dst[1] && ce->addr[2] == dst[2] && ce->addr[3] == dst[3];
 }
 
@@ -687,7 +777,7 @@ static __always_inline int fib(struct xdp_md *ctx, const struct pkt *p, __u8 pro
 			       const __u32 *src, const __u32 *dst, __u16 sport, __u16 dport,
 			       struct bpf_fib_lookup *fp, __u64 now, struct fib_entry *slot)
 {
-	__u32 len = p->l3_end - p->l3, in = ctx->ingress_ifindex;
+	__u32 len = p->l3_end - p->l3, in = ctx->ingress_ifindex, gen = cur_gen();
 	struct fib_entry *ce = slot;
 	struct fib_key ck = {};
 	int rc;
@@ -699,7 +789,7 @@ static __always_inline int fib(struct xdp_md *ctx, const struct pkt *p, __u8 pro
 			ck.family = p->family;
 			ce = bpf_map_lookup_elem(&fib_cache, &ck);
 		}
-		if (ce && len <= ce->max_len && fib_entry_for(ce, dst, in, now)) {
+		if (ce && len <= ce->max_len && fib_entry_for(ce, dst, in, now, gen)) {
 			fp->ifindex = ce->ifindex;
 			__builtin_memcpy(fp->dmac, ce->dmac, ETH_ALEN);
 			__builtin_memcpy(fp->smac, ce->smac, ETH_ALEN);
@@ -728,11 +818,12 @@ static __always_inline int fib(struct xdp_md *ctx, const struct pkt *p, __u8 pro
 			.in_ifindex = in,
 			.ifindex = fp->ifindex,
 			.max_len = len,
+			.gen = gen,
 		};
 
 		/* a still valid answer for the same path keeps its larger length */
 		if (ce && ce->ifindex == fp->ifindex && ce->max_len > len &&
-		    fib_entry_for(ce, dst, in, now))
+		    fib_entry_for(ce, dst, in, now, gen))
 			ne.max_len = ce->max_len;
 		__builtin_memcpy(ne.addr, dst, 16);
 		__builtin_memcpy(ne.dmac, fp->dmac, ETH_ALEN);
@@ -870,14 +961,101 @@ static __always_inline void be_add(__u32 be_id, __u64 bytes, int new_flow, int r
 		stats_add(s, bytes, new_flow, rev);
 }
 
-/* handle_vserver forwards client -> VIP packets of a vserver. */
-HANDLER int handle_vserver(struct xdp_md *ctx, struct pkt *p, struct vserver *vs)
+/* fwd_count counts a forwarded packet once in each of its counters: the
+ * vserver's and the backend's packets, bytes, new flows and reason, and the
+ * global reason. */
+static __always_inline void fwd_count(__u32 vs_id, __u32 be_id, __u64 bytes, int new_flow,
+				      __u32 reason)
+{
+	struct vs_stats *vs = bpf_map_lookup_elem(&vserver_stats, &vs_id);
+	struct be_stats *bs = bpf_map_lookup_elem(&backend_stats, &be_id);
+
+	if (reason >= REASON_MAX)
+		return;
+	if (vs) {
+		stats_add(vs, bytes, new_flow, 0);
+		vs->reasons[reason] += 1;
+	}
+	if (bs) {
+		stats_add(bs, bytes, new_flow, 0);
+		bs->reasons[reason] += 1;
+	}
+	count(reason);
+}
+
+/* hot_hash spreads a flow's 5-tuple over the hot cache's slots. Any
+ * function would do (the entry holds the whole key); this one is cheap. */
+static __always_inline __u32 hot_hash(__u32 s0, __u32 s1, __u32 s2, __u32 s3, __u32 d0, __u32 d1,
+				      __u32 d2, __u32 d3, __u32 ports, __u8 proto)
+{
+	__u32 x = (s0 ^ s1 ^ s2 ^ s3) * 0x9e3779b1;
+
+	x ^= d0 ^ d1 ^ d2 ^ d3 ^ proto;
+	x *= 0x85ebca6b;
+	x ^= ports;
+	x ^= x >> 15;
+	x *= 0xc2b2ae35;
+	x ^= x >> 13;
+	return x;
+}
+
+static __always_inline struct hot_entry *hot_slot(__u32 h)
+{
+	__u32 idx = bpf_get_smp_processor_id() * hot_slots + (h & (hot_slots - 1));
+
+	return bpf_map_lookup_elem(&hot, &idx);
+}
+
+/* hot_set caches a stateless flow's forwarding in this CPU's hot slot, from
+ * the route answer in ce (the backend's backend_fib entry, just used). */
+static __always_inline void hot_set(const struct pkt *p, __u32 gen, __u32 vs_id, __u32 be_id,
+				    const struct backend *be, __u16 nport,
+				    const struct fib_entry *ce)
+{
+	__u32 ports = (__u32)p->sport | ((__u32)p->dport << 16);
+	int v6 = p->family == FAMILY_V6;
+	struct hot_entry *e;
+	__u32 d;
+
+	if (!hot_slots)
+		return;
+	e = hot_slot(hot_hash(p->src[0], p->src[1], p->src[2], p->src[3], p->dst[0], p->dst[1],
+			      p->dst[2], p->dst[3], ports, p->proto));
+	if (!e)
+		return;
+	e->gen = 0;
+	asm volatile("" ::: "memory");
+	__builtin_memcpy(e->src, p->src, 16);
+	__builtin_memcpy(e->dst, p->dst, 16);
+	e->ports = ports;
+	e->proto = p->proto;
+	e->family = p->family;
+	e->max_len = ce->max_len;
+	e->in_ifindex = ce->in_ifindex;
+	e->ifindex = ce->ifindex;
+	e->vs_id = vs_id;
+	e->backend_id = be_id;
+	d = delta_addr(0, p->dst, be->addr, v6);
+	e->csum_ip = d;
+	e->csum_l4 = delta_add16(d, p->dport, nport);
+	__builtin_memcpy(e->be_addr, be->addr, 16);
+	e->be_port = nport;
+	__builtin_memcpy(e->dmac, ce->dmac, ETH_ALEN);
+	__builtin_memcpy(e->smac, ce->smac, ETH_ALEN);
+	asm volatile("" ::: "memory");
+	e->gen = gen;
+}
+
+/* handle_vserver forwards client -> VIP packets of a vserver. f is the
+ * packet's flow-table entry if any (looked up by the caller), gen the
+ * configuration generation read before the vserver. */
+HANDLER int handle_vserver(struct xdp_md *ctx, struct pkt *p, struct vserver *vs, struct flow *f,
+			   __u32 gen)
 {
 	__u32 vs_id, be_id = 0, epoch = 0, why;
 	struct bpf_fib_lookup fp;
 	struct backend *be = NULL;
-	struct flow_key fk = {};
-	struct flow *f;
+	struct fib_entry *ce;
 	__u64 now = 0;
 	int new_flow = 0, rc;
 	__u16 nport;
@@ -890,13 +1068,6 @@ HANDLER int handle_vserver(struct xdp_md *ctx, struct pkt *p, struct vserver *vs
 	if (vs->mode != MODE_NAT)
 		return vs_verdict(vs_id, REASON_DROP_UNSUPPORTED, XDP_DROP);
 
-	__builtin_memcpy(fk.src, p->src, 16);
-	__builtin_memcpy(fk.dst, p->dst, 16);
-	fk.sport = p->sport;
-	fk.dport = p->dport;
-	fk.proto = p->proto;
-	fk.family = p->family;
-	f = bpf_map_lookup_elem(&flows, &fk);
 	if (f && f->vs_id == vs_id) {
 		be_id = f->backend_id;
 		be = lookup_backend(be_id);
@@ -913,30 +1084,67 @@ HANDLER int handle_vserver(struct xdp_md *ctx, struct pkt *p, struct vserver *vs
 	nport = be->port ? be->port : p->dport;
 
 	now = bpf_ktime_get_coarse_ns();
-	rc = fib(ctx, p, p->proto, p->src, be->addr, p->sport, nport, &fp, now,
-		 bpf_map_lookup_elem(&backend_fib, &be_id));
+	ce = bpf_map_lookup_elem(&backend_fib, &be_id);
+	rc = fib(ctx, p, p->proto, p->src, be->addr, p->sport, nport, &fp, now, ce);
 	why = fib_refused(rc);
 	if (why)
 		return be_vs_verdict(vs_id, be_id, why, XDP_DROP);
+	/* ce holds the answer fib used when it succeeded with the cache on */
+	if (!(rc == BPF_FIB_LKUP_RET_SUCCESS && fib_cache_ns))
+		ce = NULL;
 
 	if (new_flow) {
-		struct flow nf = {
-			.backend_id = be_id,
-			.vs_id = vs_id,
-			.epoch = epoch,
-			.flags = FLOW_F_STATELESS,
-			.created_ns = now,
-			.seen_ns = now,
-		};
-		bpf_map_update_elem(&flows, &fk, &nf, BPF_ANY);
+		__u32 key = 0;
+		struct scratch *sc = bpf_map_lookup_elem(&scratch, &key);
+		struct flow_key fk = {};
+		struct flow *nf;
+
+		if (!sc)
+			return XDP_ABORTED;
+		nf = &sc->nf;
+		__builtin_memset(nf, 0, sizeof(*nf));
+		nf->backend_id = be_id;
+		nf->vs_id = vs_id;
+		nf->epoch = epoch;
+		nf->flags = FLOW_F_STATELESS;
+		nf->created_ns = now;
+		nf->seen_ns = now;
+
+		__builtin_memcpy(fk.src, p->src, 16);
+		__builtin_memcpy(fk.dst, p->dst, 16);
+		fk.sport = p->sport;
+		fk.dport = p->dport;
+		fk.proto = p->proto;
+		fk.family = p->family;
+		bpf_map_update_elem(&flows, &fk, nf, BPF_ANY);
 	} else if (f && now - f->seen_ns > 1000000000ULL) {
 		f->seen_ns = now;
 	}
+	/* A flow enters the hot cache at its second packet: a miss does not
+	 * pay for a write to a cold slot, and flows of one packet (a scan, a
+	 * flood of SYNs) do not evict the ones that carry traffic. */
+	if (ce && gen && !new_flow)
+		hot_set(p, gen, vs_id, be_id, be, nport, ce);
 	if (rewrite(ctx, p, 0, be->addr, nport))
 		return XDP_ABORTED;
-	vs_add(vs_id, ctx->data_end - ctx->data, new_flow, 0);
-	be_add(be_id, ctx->data_end - ctx->data, new_flow, 0);
-	return send(ctx, rc, &fp, vs_id, be_id, new_flow ? REASON_FWD_NEW : REASON_FWD_HIT);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		vs_add(vs_id, ctx->data_end - ctx->data, new_flow, 0);
+		be_add(be_id, ctx->data_end - ctx->data, new_flow, 0);
+		return be_vs_verdict(vs_id, be_id, REASON_PASS_NO_NEIGH, XDP_PASS);
+	}
+	{
+		struct ethhdr *eth = ptr_at(ctx, 0, sizeof(*eth));
+
+		if (!eth)
+			return XDP_ABORTED;
+		__builtin_memcpy(eth->h_dest, fp.dmac, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, fp.smac, ETH_ALEN);
+	}
+	fwd_count(vs_id, be_id, ctx->data_end - ctx->data, new_flow,
+		  new_flow ? REASON_FWD_NEW : REASON_FWD_HIT);
+	if (fp.ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(fp.ifindex, 0);
 }
 
 
@@ -2306,56 +2514,127 @@ HANDLER int handle_icmp(struct xdp_md *ctx, struct pkt *p)
 	}
 }
 
+/* not_for_vip handles a packet that is not for a VIP: a reply from a bound
+ * service, or not ours. */
+static __always_inline int not_for_vip(struct xdp_md *ctx, struct pkt *p, int steered)
+{
+	int rc;
+
+	if (!maybe_ours(p->src, p->family))
+		return pass(REASON_PASS_NOT_OURS);
+	rc = handle_reverse(ctx, p);
+	if (rc == FTP_DATA_REPLY_CODE)
+		rc = handle_ftp_data_reply(ctx, p, steered);
+	if (rc & OWNED_REPLY_FLAG)
+		return handle_owned_reply(ctx, p, (__u32)rc >> 16,
+					  (steered ? 1 : 0) | (rc & (OWNED_REPLY_FTP | OWNED_REPLY_DATA)));
+	return rc;
+}
+
+/* handle_vip's answers besides a verdict: the destination is no VIP; the
+ * vserver (copied to the CPU's scratch) is owned; an FTP VIP's port without
+ * vserver (maybe a data connection). The caller goes on, so that
+ * handle_vip's frame never sits under those handlers' (BPF's 512-byte
+ * stack). */
+#define VIP_CODE 0x8000
+#define VIP_NOT_VIP (VIP_CODE | 1)
+#define VIP_OWNED (VIP_CODE | 2)
+#define VIP_FTP_DATA (VIP_CODE | 3)
+
+/* handle_vip handles TCP and UDP packets (not fragments) whose destination
+ * may be a VIP. */
+HANDLER int handle_vip(struct xdp_md *ctx, struct pkt *p)
+{
+	struct flow_key fk = {};
+	struct vserver *vs;
+	struct flow *f;
+	__u32 gen, key = 0;
+
+	if (!p)
+		return XDP_ABORTED;
+	gen = cur_gen();
+	__builtin_memcpy(fk.src, p->src, 16);
+	__builtin_memcpy(fk.dst, p->dst, 16);
+	fk.sport = p->sport;
+	fk.dport = p->dport;
+	fk.proto = p->proto;
+	fk.family = p->family;
+	f = bpf_map_lookup_elem(&flows, &fk);
+	vs = lookup_vserver(p->dst, p->dport, p->proto, p->family, 0);
+	if (!vs) {
+		__u32 af = addr_flags(p->dst, p->family);
+
+		if (!(af & ADDR_F_VIP))
+			return VIP_NOT_VIP;
+		if (p->dport != 0)
+			vs = lookup_vserver(p->dst, 0, p->proto, p->family, 0);
+		if (!vs && (af & ADDR_F_FTP) && p->proto == IPPROTO_TCP)
+			return VIP_FTP_DATA;
+		if (!vs)
+			return pass(REASON_PASS_VIP_NO_VSERVER);
+	}
+	if ((vs->flags & (VS_F_STATELESS | VS_F_OWNED)) == VS_F_OWNED) {
+		struct scratch *sc = bpf_map_lookup_elem(&scratch, &key);
+
+		if (!sc)
+			return XDP_ABORTED;
+		sc->vs = *vs;
+		return VIP_OWNED;
+	}
+	{
+		struct vserver v = *vs;
+
+		return handle_vserver(ctx, p, &v, f, gen);
+	}
+}
+
 static __always_inline int dispatch1(struct xdp_md *ctx, struct pkt *p, int steered)
 {
-	struct vserver *vs;
+	int rc;
 
 	if ((p->proto == IPPROTO_ICMP && p->family == FAMILY_V4) ||
 	    (p->proto == IPPROTO_ICMPV6 && p->family == FAMILY_V6))
 		return handle_icmp(ctx, p);
 	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
-		return pass(is_vip(p) ? REASON_PASS_VIP_NO_VSERVER : REASON_PASS_NOT_OURS);
+		return pass(maybe_ours(p->dst, p->family) && is_vip(p) ? REASON_PASS_VIP_NO_VSERVER
+									: REASON_PASS_NOT_OURS);
 	if (p->frag)
-		return is_vip(p) ? handle_fragment(ctx, p) : handle_reverse_fragment(ctx, p);
+		return maybe_ours(p->dst, p->family) && is_vip(p) ? handle_fragment(ctx, p)
+								  : handle_reverse_fragment(ctx, p);
+	if (!maybe_ours(p->dst, p->family))
+		return not_for_vip(ctx, p, steered);
+	rc = handle_vip(ctx, p);
+	if (rc == VIP_NOT_VIP)
+		return not_for_vip(ctx, p, steered);
+	if (rc == VIP_FTP_DATA) {
+		struct vserver *vs;
+		struct vserver v;
+		__u32 id;
 
-	vs = lookup_vserver(p->dst, p->dport, p->proto, p->family, 0);
-	if (!vs) {
-		__u32 af = addr_flags(p->dst, p->family);
-
-		if (!(af & ADDR_F_VIP)) {
-			int rc = handle_reverse(ctx, p);
-
-			if (rc == FTP_DATA_REPLY_CODE)
-				rc = handle_ftp_data_reply(ctx, p, steered);
-			if (rc & OWNED_REPLY_FLAG)
-				return handle_owned_reply(ctx, p, (__u32)rc >> 16,
-							  (steered ? 1 : 0) |
-								  (rc & (OWNED_REPLY_FTP | OWNED_REPLY_DATA)));
+		rc = handle_ftp_data(ctx, p, steered);
+		if (!(rc & FTP_OWNED_FLAG) || (rc & STEER_FLAG))
 			return rc;
-		}
-		if (p->dport != 0)
-			vs = lookup_vserver(p->dst, 0, p->proto, p->family, 0);
-		if (!vs && (af & ADDR_F_FTP) && p->proto == IPPROTO_TCP) {
-			int rc = handle_ftp_data(ctx, p, steered);
-			__u32 id;
-
-			if (!(rc & FTP_OWNED_FLAG) || (rc & STEER_FLAG))
-				return rc;
-			id = (__u32)rc >> 16;
-			vs = bpf_map_lookup_elem(&vs_byid, &id);
-			if (!vs)
-				return pass(REASON_PASS_VIP_NO_VSERVER);
-		}
+		id = (__u32)rc >> 16;
+		vs = bpf_map_lookup_elem(&vs_byid, &id);
 		if (!vs)
 			return pass(REASON_PASS_VIP_NO_VSERVER);
+		v = *vs;
+		/* FTP vservers are owned (STATEFUL) */
+		if ((v.flags & (VS_F_STATELESS | VS_F_OWNED)) != VS_F_OWNED)
+			return vs_verdict(v.id, REASON_PASS_NOT_STATELESS, XDP_PASS);
+		return handle_owned(ctx, p, &v, steered);
 	}
-	{
-		struct vserver v = *vs;
+	if (rc == VIP_OWNED) {
+		__u32 key = 0;
+		struct scratch *sc = bpf_map_lookup_elem(&scratch, &key);
+		struct vserver v;
 
-		if ((v.flags & (VS_F_STATELESS | VS_F_OWNED)) == VS_F_OWNED)
-			return handle_owned(ctx, p, &v, steered);
-		return handle_vserver(ctx, p, &v);
+		if (!sc)
+			return XDP_ABORTED;
+		v = sc->vs;
+		return handle_owned(ctx, p, &v, steered);
 	}
+	return rc;
 }
 
 /* dispatch sends a parsed packet to its handler. steered: it came
@@ -2433,8 +2712,10 @@ HANDLER int handle_decap(struct xdp_md *ctx, struct pkt *p)
 	return DECAP_DONE;
 }
 
+/* xdp_full is the whole data path, tail-called by xdp_lb for every packet
+ * its shortcuts do not settle. */
 SEC("xdp")
-int xdp_lb(struct xdp_md *ctx)
+int xdp_full(struct xdp_md *ctx)
 {
 	struct pkt p = {};
 	int st = parse(ctx, &p);
@@ -2466,6 +2747,184 @@ int xdp_lb(struct xdp_md *ctx)
 			return st;
 	}
 	return dispatch(ctx, &p, 0);
+}
+
+/* progs[0] is xdp_full. A tail call, not a BPF function call: xdp_full's
+ * deepest chain of handler frames has the whole 512-byte stack to itself. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, int(struct xdp_md *));
+} progs SEC(".maps") = {
+	.values = { [0] = (void *)&xdp_full },
+};
+
+#define FAST_MISS -1
+
+/* fast settles, with no hash lookup and no function call, the two commonest
+ * cases, and leaves everything else (FAST_MISS) to xdp_full:
+ *
+ *   - a TCP or UDP packet of a stateless flow in this CPU's hot cache, made
+ *     under the current cache generation (handle_vserver fills it), from
+ *     the same ingress interface and no longer than the cached route
+ *     accepted: forwarded as xdp_full would, counters included;
+ *   - a TCP or UDP packet whose destination and source are both clear in
+ *     addr_filter: neither for a VIP nor from a service, passed.
+ *
+ * Only untagged frames, IPv4 without options or fragmentation and IPv6
+ * without extension headers are looked at, validated as parse does; the
+ * rest (and steering traffic) goes to xdp_full. */
+static __always_inline int fast(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 frame_len = end - data, l3_end, ports, len, gen;
+	__u32 s0, s1 = 0, s2 = 0, s3 = 0, d0, d1 = 0, d2 = 0, d3 = 0;
+	struct ethhdr *eth = data;
+	struct hot_entry *e;
+	__u8 proto, family;
+	__u16 *l4csum, *l4port;
+	int v6;
+
+	if (data + sizeof(*eth) > end)
+		return FAST_MISS;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + sizeof(*eth);
+		__u32 tot;
+
+		if ((void *)(ip + 1) > end)
+			return FAST_MISS;
+		if (*(__u8 *)ip != 0x45 || (ip->frag_off & bpf_htons(0x3fff)))
+			return FAST_MISS;
+		tot = bpf_ntohs(ip->tot_len);
+		if (tot < sizeof(*ip) || sizeof(*eth) + tot > frame_len)
+			return FAST_MISS;
+		l3_end = sizeof(*eth) + tot;
+		proto = ip->protocol;
+		family = FAMILY_V4;
+		v6 = 0;
+		s0 = ip->saddr;
+		d0 = ip->daddr;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + sizeof(*eth);
+		__u32 plen;
+
+		if ((void *)(ip6 + 1) > end)
+			return FAST_MISS;
+		if (ip6->version != 6)
+			return FAST_MISS;
+		plen = bpf_ntohs(ip6->payload_len);
+		if (plen == 0 || sizeof(*eth) + sizeof(*ip6) + plen > frame_len)
+			return FAST_MISS;
+		l3_end = sizeof(*eth) + sizeof(*ip6) + plen;
+		proto = ip6->nexthdr;
+		family = FAMILY_V6;
+		v6 = 1;
+		s0 = ip6->saddr.in6_u.u6_addr32[0];
+		s1 = ip6->saddr.in6_u.u6_addr32[1];
+		s2 = ip6->saddr.in6_u.u6_addr32[2];
+		s3 = ip6->saddr.in6_u.u6_addr32[3];
+		d0 = ip6->daddr.in6_u.u6_addr32[0];
+		d1 = ip6->daddr.in6_u.u6_addr32[1];
+		d2 = ip6->daddr.in6_u.u6_addr32[2];
+		d3 = ip6->daddr.in6_u.u6_addr32[3];
+	} else {
+		return FAST_MISS;
+	}
+	{
+		__u32 l4 = sizeof(*eth) + (v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr));
+
+		if (proto == IPPROTO_TCP) {
+			struct tcphdr *th = ptr_at(ctx, l4, sizeof(*th));
+			__u32 doff;
+
+			if (!th || l4 + sizeof(*th) > l3_end)
+				return FAST_MISS;
+			doff = th->doff * 4;
+			if (doff < sizeof(*th) || l4 + doff > l3_end)
+				return FAST_MISS;
+			ports = *(__u32 *)th;
+			l4csum = &th->check;
+			l4port = &th->dest;
+		} else if (proto == IPPROTO_UDP) {
+			struct udphdr *uh = ptr_at(ctx, l4, sizeof(*uh));
+			__u32 ulen;
+
+			if (!uh || l4 + sizeof(*uh) > l3_end)
+				return FAST_MISS;
+			ulen = bpf_ntohs(uh->len);
+			if (ulen < sizeof(*uh) || l4 + ulen > l3_end)
+				return FAST_MISS;
+			if (steer_port && uh->dest == steer_port)
+				return FAST_MISS;
+			ports = *(__u32 *)uh;
+			l4csum = &uh->check;
+			l4port = &uh->dest;
+		} else {
+			return FAST_MISS;
+		}
+	}
+
+	if (!maybe_ours4(d0, d1, d2, d3, family)) {
+		if (maybe_ours4(s0, s1, s2, s3, family))
+			return FAST_MISS;
+		return pass(REASON_PASS_NOT_OURS);
+	}
+
+	if (!hot_slots)
+		return FAST_MISS;
+	e = hot_slot(hot_hash(s0, s1, s2, s3, d0, d1, d2, d3, ports, proto));
+	gen = cur_gen();
+	if (!e || !gen || e->gen != gen)
+		return FAST_MISS;
+	if (e->ports != ports || e->proto != proto || e->family != family || e->src[0] != s0 ||
+	    e->dst[0] != d0 || e->src[1] != s1 || e->src[2] != s2 || e->src[3] != s3 ||
+	    e->dst[1] != d1 || e->dst[2] != d2 || e->dst[3] != d3)
+		return FAST_MISS;
+	len = l3_end - sizeof(*eth);
+	if (len > e->max_len || e->in_ifindex != ctx->ingress_ifindex)
+		return FAST_MISS;
+
+	/* the destination rewrite, checksum deltas precomputed in the entry */
+	if (!v6) {
+		struct iphdr *ip = data + sizeof(*eth);
+
+		if ((void *)(ip + 1) > end)
+			return XDP_ABORTED;
+		ip->check = csum_apply(ip->check, e->csum_ip);
+		ip->daddr = e->be_addr[0];
+	} else {
+		struct ipv6hdr *ip6 = data + sizeof(*eth);
+
+		if ((void *)(ip6 + 1) > end)
+			return XDP_ABORTED;
+		__builtin_memcpy(&ip6->daddr, e->be_addr, 16);
+	}
+	*l4port = e->be_port;
+	if (proto == IPPROTO_TCP || v6 || *l4csum) {
+		__u16 c = csum_apply(*l4csum, e->csum_l4);
+
+		*l4csum = (proto == IPPROTO_UDP && !c) ? 0xffff : c;
+	}
+	__builtin_memcpy(eth->h_dest, e->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, e->smac, ETH_ALEN);
+	fwd_count(e->vs_id, e->backend_id, frame_len, 0, REASON_FWD_HIT);
+	if (e->ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(e->ifindex, 0);
+}
+
+SEC("xdp")
+int xdp_lb(struct xdp_md *ctx)
+{
+	int rc = fast(ctx);
+
+	if (rc != FAST_MISS)
+		return rc;
+	bpf_tail_call(ctx, &progs, 0);
+	/* not reached: the loader sets progs[0] */
+	return XDP_ABORTED;
 }
 
 /* xdp_pass is the benchmark baseline, and what veth peers in tests attach to

@@ -340,6 +340,38 @@ enum alg_counter {
 	ALG_MAX,
 };
 
+/* addr_filter: one bit per hash of every VIP and bound service address
+ * (filter_bit in lb.c, filterBit in Go): 2^ADDR_FILTER_BITS bits in u64
+ * words. */
+#define ADDR_FILTER_BITS 16
+#define ADDR_FILTER_WORDS ((1 << ADDR_FILTER_BITS) / 64)
+
+/* hot: a per-CPU direct-mapped cache of stateless flows, what a flow-table
+ * hit needs to forward a packet, so that it costs no hash lookup. An entry
+ * is valid while gen equals the cache generation (cfg_gen; 0: empty), for
+ * frames from in_ifindex whose IP length is at most max_len. */
+struct hot_entry {
+	__u32 src[4];
+	__u32 dst[4];
+	__u32 ports; /* sport | dport << 16, as the packet holds them */
+	__u8 proto;
+	__u8 family;
+	__u16 max_len;
+	__u32 gen;
+	__u32 in_ifindex;
+	__u32 ifindex; /* egress interface */
+	__u32 vs_id;
+	__u32 backend_id;
+	__u32 csum_ip; /* checksum delta of the destination rewrite: IPv4 header */
+	__u32 csum_l4; /* and TCP/UDP (address and port) */
+	__u32 be_addr[4]; /* the backend's address */
+	__u16 be_port;	  /* destination port after the rewrite, network order */
+	__u8 dmac[6];
+	__u8 smac[6];
+	__u16 pad;
+	__u32 pad2;
+};
+
 #define MAX_PAIRS 16
 #define MAX_LIST 64
 
@@ -366,6 +398,8 @@ struct fib_entry {
 	__u8 dmac[6];
 	__u8 smac[6];
 	__u16 pad;
+	__u32 gen; /* cache generation (cfg_gen) it was made in */
+	__u32 pad2;
 };
 
 struct vs_stats {

@@ -1,0 +1,234 @@
+package flow
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// hotEntries returns the hot cache's entries valid under the current
+// generation.
+func (e *testEnv) hotEntries() []lbHotEntry {
+	e.tb.Helper()
+	e.dp.mu.Lock()
+	gen := e.dp.fast.gen
+	e.dp.mu.Unlock()
+	var (
+		k   uint32
+		v   lbHotEntry
+		out []lbHotEntry
+	)
+	it := e.dp.objs.Hot.Iterate()
+	for it.Next(&k, &v) {
+		if v.Gen == gen {
+			out = append(out, v)
+		}
+	}
+	if err := it.Err(); err != nil {
+		e.tb.Fatal(err)
+	}
+	return out
+}
+
+// isHot reports whether the flow of p has a valid hot entry.
+func (e *testEnv) isHot(p flowPacket) bool {
+	e.tb.Helper()
+	src, fam := addrWords(p.src.Addr())
+	dst, _ := addrWords(p.dst.Addr())
+	ports := uint32(htons(p.src.Port())) | uint32(htons(p.dst.Port()))<<16
+	for _, h := range e.hotEntries() {
+		if h.Src == src && h.Dst == dst && h.Ports == ports && h.Proto == p.proto && h.Family == fam {
+			return true
+		}
+	}
+	return false
+}
+
+// TestHotCache: a stateless flow enters the hot cache at its second packet,
+// and the packets the cache forwards (third on) are the full path's, byte
+// for byte and counter for counter, over IPv4 and IPv6, TCP and UDP (with
+// and without checksum).
+func TestHotCache(t *testing.T) {
+	// no generation tick during the test: it would empty the cache
+	e := newEnv(t, Config{FIBCacheTTL: time.Hour, HotCacheSize: 1024})
+	e.standard()
+	cases := []struct {
+		name string
+		vs   uint32
+		p    flowPacket
+	}{
+		{"ipv4 tcp", vsWeb4, flowPacket{src: ap("10.2.0.5:40000"), dst: ap("10.100.0.1:80"), proto: protoTCP, payload: []byte("hello")}},
+		{"ipv4 udp", vsDNS4, flowPacket{src: ap("10.2.0.5:5000"), dst: ap("10.100.0.1:53"), proto: protoUDP, payload: []byte("query")}},
+		{"ipv4 udp no checksum", vsDNS4, flowPacket{src: ap("10.2.0.6:5000"), dst: ap("10.100.0.1:53"), proto: protoUDP, payload: []byte("q"), udpNoCsum: true}},
+		{"ipv4 wildcard port", vsAll4, flowPacket{src: ap("10.2.0.5:5555"), dst: ap("10.100.0.2:7777"), proto: protoUDP, payload: []byte("x")}},
+		{"ipv6 tcp", vsWeb6, flowPacket{src: ap("[fd02::5]:40000"), dst: ap("[fd64::1]:443"), proto: protoTCP, payload: []byte("hi6")}},
+		{"ipv6 udp", vsWeb6, flowPacket{src: ap("[2001:db8::77]:40001"), dst: ap("[fd64::1]:443"), proto: protoUDP, payload: []byte("quic")}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.p.dstMAC, c.p.srcMAC = e.macB, e.routerMAC
+			in := c.p.frame()
+			beID := e.expectBackend(c.vs, c.p.src)
+			be := backendAddrPort(t, e.dp, beID, c.p.dst.Port())
+			want := c.p
+			want.dst = be
+			want.dstMAC, want.srcMAC = neighMACFor(be.Addr()), e.macA
+			wantFrame := want.frame()
+			before := e.reasons()
+			vsBefore, err := e.dp.VServerCounters(c.vs)
+			e.must(err)
+			for i, reason := range []Reason{ReasonFwdNew, ReasonFwdHit, ReasonFwdHit, ReasonFwdHit} {
+				v, out := e.runOnCPU0(in)
+				if v != xdpRedirect {
+					t.Fatalf("packet %d: verdict %s, want REDIRECT", i, verdictName(v))
+				}
+				diffFrames(t, c.name, out, wantFrame)
+				after := e.reasons()
+				if after[reason] != before[reason]+1 {
+					t.Errorf("packet %d: reason %s counted %d -> %d, want +1", i, reason, before[reason], after[reason])
+				}
+				before = after
+				if hot := e.isHot(c.p); hot != (i > 0) {
+					t.Errorf("after packet %d: hot entry %v, want %v", i, hot, i > 0)
+				}
+			}
+			vsAfter, err := e.dp.VServerCounters(c.vs)
+			e.must(err)
+			if d := vsAfter.Packets - vsBefore.Packets; d != 4 {
+				t.Errorf("vserver packets +%d, want +4", d)
+			}
+			if d := vsAfter.Bytes - vsBefore.Bytes; d != 4*uint64(len(in)) {
+				t.Errorf("vserver bytes +%d, want +%d", d, 4*len(in))
+			}
+			if d := vsAfter.Reasons[ReasonFwdHit] - vsBefore.Reasons[ReasonFwdHit]; d != 3 {
+				t.Errorf("vserver fwd_hit +%d, want +3", d)
+			}
+		})
+	}
+}
+
+// TestHotCacheInvalidation: a hot entry never outlives what it copied — a
+// backend's new address, a deleted flow, a route that no longer accepts
+// the packet's length, a neighbour that moved (within FIBCacheTTL).
+func TestHotCacheInvalidation(t *testing.T) {
+	e := newEnv(t, Config{FIBCacheTTL: 200 * time.Millisecond, HotCacheSize: 1024})
+	e.standard()
+	slots := make([]uint32, e.dp.Config().TableSize)
+	for i := range slots {
+		slots[i] = 1 // 10.1.0.10:8080
+	}
+	_, err := e.dp.SetTable(vsWeb4, slots)
+	e.must(err)
+	p := flowPacket{dstMAC: e.macB, srcMAC: e.routerMAC, src: ap("10.2.0.5:40000"), dst: ap("10.100.0.1:80"), proto: protoTCP, payload: make([]byte, 60)}
+	send := func(what string, p flowPacket, wantV uint32, wantDst netip.Addr, wantMAC []byte) {
+		t.Helper()
+		v, out := e.runOnCPU0(p.frame())
+		if v != wantV {
+			t.Fatalf("%s: verdict %s, want %s", what, verdictName(v), verdictName(wantV))
+		}
+		if wantV != xdpRedirect {
+			return
+		}
+		if got := netip.AddrFrom4([4]byte(out[14+16 : 14+20])); got != wantDst {
+			t.Errorf("%s: sent to %s, want %s", what, got, wantDst)
+		}
+		if !bytes.Equal(out[:6], wantMAC) {
+			t.Errorf("%s: to MAC %x, want %x", what, out[:6], wantMAC)
+		}
+	}
+	warm := func(what string, dst netip.Addr, mac []byte) {
+		t.Helper()
+		for i := 0; i < 3; i++ {
+			send(what, p, xdpRedirect, dst, mac)
+		}
+		// a generation tick may come between the last two packets
+		if !e.isHot(p) {
+			send(what, p, xdpRedirect, dst, mac)
+			if !e.isHot(p) {
+				t.Fatalf("%s: no hot entry", what)
+			}
+		}
+	}
+	warm("first", ip("10.1.0.10"), neighMAC(0x10))
+
+	// Backend 1 moves to another address: the flow follows at once.
+	e.must(e.dp.SetBackend(Backend{ID: 1, Addr: ip("10.1.0.11"), Port: 8080}))
+	send("after SetBackend", p, xdpRedirect, ip("10.1.0.11"), neighMAC(0x11))
+	warm("moved", ip("10.1.0.11"), neighMAC(0x11))
+
+	// A deleted flow is new again at its next packet.
+	e.must(e.dp.DeleteFlow(FlowKey{Src: p.src, Dst: p.dst, Protocol: ProtoTCP}))
+	before := e.reasons()
+	send("after DeleteFlow", p, xdpRedirect, ip("10.1.0.11"), neighMAC(0x11))
+	if r := e.reasons(); r[ReasonFwdNew] != before[ReasonFwdNew]+1 {
+		t.Errorf("after DeleteFlow: fwd_new %d -> %d, want +1", before[ReasonFwdNew], r[ReasonFwdNew])
+	}
+	warm("recreated", ip("10.1.0.11"), neighMAC(0x11))
+
+	// The neighbour moves: the cached MAC stays within the TTL, the new one
+	// is used after it.
+	moved := neighMAC(0x77)
+	if out, err := e.ns.Run("ip", "neigh", "replace", "10.1.0.11", "lladdr", moved.String(), "dev", "tfa", "nud", "permanent"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	time.Sleep(500 * time.Millisecond)
+	send("after the neighbour moved", p, xdpRedirect, ip("10.1.0.11"), moved)
+	warm("moved neighbour", ip("10.1.0.11"), moved)
+
+	// A route with a smaller MTU (locked): a packet longer than the cached
+	// route accepted goes to the full path, which refuses it.
+	if out, err := e.ns.Run("ip", "route", "add", "10.1.0.11/32", "dev", "tfa", "mtu", "lock", "200"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	big := p
+	big.payload = make([]byte, 260)
+	send("300-byte packet over an MTU 200 route", big, xdpDrop, netip.Addr{}, nil)
+	if r := e.reasons(); r[ReasonDropFragNeeded] != 1 {
+		t.Errorf("drop_frag_needed = %d, want 1", r[ReasonDropFragNeeded])
+	}
+}
+
+// TestAddrFilter: every VIP's and service's bit is set in the address
+// filter as the BPF program computes it (a VIP packet is never passed as
+// not ours), over random IPv4 and IPv6 addresses, and a removed address
+// stops counting.
+func TestAddrFilter(t *testing.T) {
+	e := newEnv(t, Config{})
+	e.standard()
+	rnd := rand.New(rand.NewPCG(2, 7))
+	for i := 0; i < 300; i++ {
+		var vip netip.Addr
+		if i%2 == 0 {
+			vip = netip.AddrFrom4([4]byte{byte(rnd.IntN(223) + 1), byte(rnd.Uint32()), byte(rnd.Uint32()), byte(rnd.Uint32())})
+		} else {
+			var b [16]byte
+			for j := range b {
+				b[j] = byte(rnd.Uint32())
+			}
+			b[0] = 0xfd
+			vip = netip.AddrFrom16(b)
+		}
+		e.must(e.dp.SetVServer(VServer{ID: vsEmpty, VIP: vip, Port: 80, Protocol: ProtoTCP, Method: MethodSourceIP, Seed: 4, Stateless: true}))
+		client := ap("10.2.0.5:40000")
+		if vip.Is6() {
+			client = ap("[fd02::5]:40000")
+		}
+		before := e.reasons()
+		p := flowPacket{dstMAC: e.macB, srcMAC: e.routerMAC, src: client, dst: netip.AddrPortFrom(vip, 80), proto: protoTCP}
+		if v, _ := e.run(p.frame()); v != xdpDrop {
+			t.Fatalf("VIP %s (bit %d): verdict %s, want DROP (no backend)", vip, filterBit(addrWords(vip)), verdictName(v))
+		}
+		if r := e.reasons(); r[ReasonDropNoBackend] != before[ReasonDropNoBackend]+1 {
+			t.Fatalf("VIP %s: drop_no_backend %d -> %d", vip, before[ReasonDropNoBackend], r[ReasonDropNoBackend])
+		}
+	}
+	e.dp.mu.Lock()
+	n := len(e.dp.fast.filtered)
+	e.dp.mu.Unlock()
+	// the standard VIPs and services, and the last VIP of the loop
+	if want := len(e.dp.vipRefs) + len(e.dp.serviceRefs); n != want {
+		t.Errorf("%d filtered addresses, want %d", n, want)
+	}
+}
