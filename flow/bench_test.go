@@ -103,6 +103,53 @@ func BenchmarkFlowMiss(b *testing.B) {
 	})
 }
 
+// missFrames gives each packet a new source port (and address every 65535
+// packets): every packet is a new flow.
+func missFrames(e *testEnv, dst string) (frame func(int) []byte, key func(int, []byte) lbFlowKey) {
+	f := flowPacket{dstMAC: e.macB, srcMAC: e.routerMAC, src: ap("10.2.0.5:1"), dst: ap(dst), proto: protoTCP, payload: make([]byte, 64)}.frame()
+	k, err := FlowKey{Src: ap("10.2.0.5:1"), Dst: ap(dst), Protocol: ProtoTCP}.encode()
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	const ipSrc, tcpSport = 14 + 12, 14 + 20
+	frame = func(i int) []byte {
+		binary.BigEndian.PutUint16(f[tcpSport:], uint16(1+i%65535))
+		f[ipSrc+2] = byte(i / 65535)
+		return f
+	}
+	key = func(i int, f []byte) lbFlowKey {
+		k.Src[0] = binary.LittleEndian.Uint32(f[ipSrc:])
+		k.Sport = htons(uint16(1 + i%65535))
+		return k
+	}
+	return frame, key
+}
+
+// BenchmarkFlowMissUntracked: BenchmarkFlowMiss on a vserver that records
+// no flow (VServer.Untracked): vserver lookup, Maglev slot of the packet
+// hash, hot-cache write, rewrite, fib, redirect; no flow-table lookup nor
+// insert. The difference with BenchmarkFlowMiss is what recording costs.
+func BenchmarkFlowMissUntracked(b *testing.B) {
+	e := benchEnv(b)
+	e.dp.mu.Lock()
+	v := e.dp.vservers[vsWeb4]
+	e.dp.mu.Unlock()
+	v.Untracked = true
+	e.must(e.dp.SetVServer(v))
+	frame, key := missFrames(e, "10.100.0.1:80")
+	runBench(b, e, benchCase{
+		verdict: xdpRedirect,
+		frame:   frame,
+		after: func(i int) error {
+			k := key(i, frame(i))
+			if err := e.dp.objs.Flows.Lookup(&k, new(lbFlow)); err == nil {
+				return fmt.Errorf("packet %d: an untracked vserver recorded a flow", i)
+			}
+			return nil
+		},
+	})
+}
+
 // BenchmarkReverse: backend -> client, source rewritten back to the VIP.
 func BenchmarkReverse(b *testing.B) {
 	e := benchEnv(b)

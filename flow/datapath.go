@@ -435,6 +435,9 @@ func (d *Datapath) SetVServer(v VServer) error {
 	if v.Stateless && (v.Owned || v.Mirror || v.SNAT) {
 		return fmt.Errorf("%w: vserver %d: a Stateless vserver is neither Owned, mirrored nor source-NATed", ErrInvalidArgument, v.ID)
 	}
+	if v.Untracked && !v.Stateless {
+		return fmt.Errorf("%w: vserver %d: only a Stateless vserver can be Untracked (an owned flow lives in the flow table)", ErrInvalidArgument, v.ID)
+	}
 	if (v.Mirror || v.SNAT) && !v.Owned {
 		return fmt.Errorf("%w: vserver %d: Mirror and SNAT need an Owned vserver", ErrInvalidArgument, v.ID)
 	}
@@ -459,6 +462,9 @@ func (d *Datapath) SetVServer(v VServer) error {
 	}
 	if v.FTP {
 		val.Flags |= vsFlagFTP
+	}
+	if v.Untracked {
+		val.Flags |= vsFlagUntracked
 	}
 	if err := d.objs.VsByid.Update(&v.ID, &val, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("writing vserver %d: %w", v.ID, err)

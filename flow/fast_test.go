@@ -2,6 +2,7 @@ package flow
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -230,5 +231,63 @@ func TestAddrFilter(t *testing.T) {
 	// the standard VIPs and services, and the last VIP of the loop
 	if want := len(e.dp.vipRefs) + len(e.dp.serviceRefs); n != want {
 		t.Errorf("%d filtered addresses, want %d", n, want)
+	}
+}
+
+// TestUntracked: an Untracked vserver records no flow, forwards every packet
+// to its active table's backend (through the hot cache from the second
+// packet on), and follows a table change at once where a recorded flow
+// keeps its backend.
+func TestUntracked(t *testing.T) {
+	e := newEnv(t, Config{FIBCacheTTL: time.Hour, HotCacheSize: 1024})
+	e.standard()
+	if err := e.dp.SetVServer(VServer{ID: vsFull, VIP: ip("10.100.0.4"), Port: 80, Protocol: ProtoTCP, Method: MethodSourceIP, Seed: 2, Owned: true, Untracked: true}); err == nil {
+		t.Error("an owned Untracked vserver was accepted")
+	}
+	tracked := flowPacket{dstMAC: e.macB, srcMAC: e.routerMAC, src: ap("10.2.0.5:40000"), dst: ap("10.100.0.1:80"), proto: protoTCP}
+	untracked := flowPacket{dstMAC: e.macB, srcMAC: e.routerMAC, src: ap("10.2.0.5:40000"), dst: ap("10.100.0.6:80"), proto: protoTCP}
+	e.must(e.dp.SetVServer(VServer{ID: vsEmpty, VIP: ip("10.100.0.6"), Port: 80, Protocol: ProtoTCP, Method: MethodSourceIPSourcePort, Seed: 8, Stateless: true, Untracked: true}))
+	all := func(vs, be uint32) {
+		slots := make([]uint32, e.dp.Config().TableSize)
+		for i := range slots {
+			slots[i] = be
+		}
+		_, err := e.dp.SetTable(vs, slots)
+		e.must(err)
+	}
+	all(vsWeb4, 1)
+	all(vsEmpty, 1)
+	send := func(what string, p flowPacket, want netip.Addr) {
+		t.Helper()
+		v, out := e.runOnCPU0(p.frame())
+		if v != xdpRedirect {
+			t.Fatalf("%s: verdict %s", what, verdictName(v))
+		}
+		if got := netip.AddrFrom4([4]byte(out[14+16 : 14+20])); got != want {
+			t.Errorf("%s: sent to %s, want %s", what, got, want)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		send("tracked", tracked, ip("10.1.0.10"))
+		send("untracked", untracked, ip("10.1.0.10"))
+		if !e.isHot(untracked) {
+			t.Errorf("packet %d: the untracked flow is not in the hot cache", i)
+		}
+	}
+	if _, err := e.dp.LookupFlow(FlowKey{Src: untracked.src, Dst: untracked.dst, Protocol: ProtoTCP}); !errors.Is(err, ErrFlowNotFound) {
+		t.Errorf("untracked flow: LookupFlow error %v, want ErrFlowNotFound", err)
+	}
+	if _, err := e.dp.LookupFlow(FlowKey{Src: tracked.src, Dst: tracked.dst, Protocol: ProtoTCP}); err != nil {
+		t.Errorf("tracked flow: %v", err)
+	}
+	all(vsWeb4, 2)
+	all(vsEmpty, 2)
+	send("tracked after the table changed", tracked, ip("10.1.0.10"))
+	send("untracked after the table changed", untracked, ip("10.1.0.11"))
+	c, err := e.dp.VServerCounters(vsEmpty)
+	e.must(err)
+	// packets 1 and 4 missed the hot cache (first packet; table changed)
+	if c.Packets != 4 || c.Reasons[ReasonFwdNew] != 2 || c.Reasons[ReasonFwdHit] != 2 {
+		t.Errorf("untracked vserver counters %+v, want 4 packets: 2 fwd_new, 2 fwd_hit", c)
 	}
 }

@@ -48,6 +48,10 @@ func (d *Datapath) SetTable(vsID uint32, slots []uint32) (epoch uint32, err erro
 	if err := d.objs.TableActive.Update(&vsID, &word, ebpf.UpdateAny); err != nil {
 		return 0, fmt.Errorf("activating table of vserver %d: %w", vsID, err)
 	}
+	// hot entries of untracked flows copied the old table's backend
+	if err := d.bumpGen(); err != nil {
+		return 0, err
+	}
 	return epoch, nil
 }
 

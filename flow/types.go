@@ -81,6 +81,7 @@ const (
 	vsFlagMirror    = 1 << 2
 	vsFlagSNAT      = 1 << 3
 	vsFlagFTP       = 1 << 4
+	vsFlagUntracked = 1 << 5
 	beFlagValid     = 1 << 0
 	revFlagStateful = 1 << 0
 	revFlagFTP      = 1 << 1
@@ -143,6 +144,14 @@ type VServer struct {
 	// Its flows are owned by the client's address alone (hashing.OwnerKey
 	// with Port 0), control and data connections alike.
 	FTP bool
+	// Untracked (Stateless only) records no flow: every packet takes the
+	// backend of the active table (on a miss of the hot cache, which then
+	// copies it), so a miss costs no flow-table insert. A table change
+	// (SetTable) moves the flows whose slot changed, where recorded flows
+	// would keep their backend: Maglev moves few slots, but those flows
+	// break. Packets not served by the hot cache count as new flows
+	// (ReasonFwdNew).
+	Untracked bool
 }
 
 // Backend is a backend (a service's address and port) packets are sent to.

@@ -1093,7 +1093,9 @@ HANDLER int handle_vserver(struct xdp_md *ctx, struct pkt *p, struct vserver *vs
 	if (!(rc == BPF_FIB_LKUP_RET_SUCCESS && fib_cache_ns))
 		ce = NULL;
 
-	if (new_flow) {
+	if (new_flow && (vs->flags & VS_F_UNTRACKED)) {
+		/* not recorded; the hot cache is all it gets */
+	} else if (new_flow) {
 		__u32 key = 0;
 		struct scratch *sc = bpf_map_lookup_elem(&scratch, &key);
 		struct flow_key fk = {};
@@ -1120,10 +1122,12 @@ HANDLER int handle_vserver(struct xdp_md *ctx, struct pkt *p, struct vserver *vs
 	} else if (f && now - f->seen_ns > 1000000000ULL) {
 		f->seen_ns = now;
 	}
-	/* A flow enters the hot cache at its second packet: a miss does not
-	 * pay for a write to a cold slot, and flows of one packet (a scan, a
-	 * flood of SYNs) do not evict the ones that carry traffic. */
-	if (ce && gen && !new_flow)
+	/* A recorded flow enters the hot cache at its second packet: a miss
+	 * does not pay for a write to a cold slot, and flows of one packet (a
+	 * scan, a flood of SYNs) do not evict the ones that carry traffic. An
+	 * untracked vserver's flow has no record to tell its second packet:
+	 * it enters at once. */
+	if (ce && gen && (!new_flow || (vs->flags & VS_F_UNTRACKED)))
 		hot_set(p, gen, vs_id, be_id, be, nport, ce);
 	if (rewrite(ctx, p, 0, be->addr, nport))
 		return XDP_ABORTED;
@@ -2553,13 +2557,6 @@ HANDLER int handle_vip(struct xdp_md *ctx, struct pkt *p)
 	if (!p)
 		return XDP_ABORTED;
 	gen = cur_gen();
-	__builtin_memcpy(fk.src, p->src, 16);
-	__builtin_memcpy(fk.dst, p->dst, 16);
-	fk.sport = p->sport;
-	fk.dport = p->dport;
-	fk.proto = p->proto;
-	fk.family = p->family;
-	f = bpf_map_lookup_elem(&flows, &fk);
 	vs = lookup_vserver(p->dst, p->dport, p->proto, p->family, 0);
 	if (!vs) {
 		__u32 af = addr_flags(p->dst, p->family);
@@ -2584,6 +2581,16 @@ HANDLER int handle_vip(struct xdp_md *ctx, struct pkt *p)
 	{
 		struct vserver v = *vs;
 
+		f = NULL;
+		if ((v.flags & (VS_F_STATELESS | VS_F_UNTRACKED)) == VS_F_STATELESS) {
+			__builtin_memcpy(fk.src, p->src, 16);
+			__builtin_memcpy(fk.dst, p->dst, 16);
+			fk.sport = p->sport;
+			fk.dport = p->dport;
+			fk.proto = p->proto;
+			fk.family = p->family;
+			f = bpf_map_lookup_elem(&flows, &fk);
+		}
 		return handle_vserver(ctx, p, &v, f, gen);
 	}
 }

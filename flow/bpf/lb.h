@@ -39,6 +39,10 @@ enum vserver_flags {
 	 * client's address alone (port 0), so that the data connections, whose
 	 * ports no other node can know, meet their control connection's owner. */
 	VS_F_FTP = 1 << 4,
+	/* STATELESS only: flows are not recorded in the flow table; every
+	 * packet takes its backend from the active table (the hot cache copies
+	 * it until the table changes). */
+	VS_F_UNTRACKED = 1 << 5,
 };
 
 /* rev.flags */
