@@ -60,11 +60,11 @@ func TestHotCache(t *testing.T) {
 		vs   uint32
 		p    flowPacket
 	}{
-		{"ipv4 tcp", vsWeb4, flowPacket{src: ap("10.2.0.5:40000"), dst: ap("10.100.0.1:80"), proto: protoTCP, payload: []byte("hello")}},
+		{"ipv4 tcp", vsWeb4, flowPacket{src: ap("10.2.0.5:40000"), dst: ap("10.100.0.1:80"), proto: protoTCP, payload: []byte("hello"), tcpFlags: tcpACK}},
 		{"ipv4 udp", vsDNS4, flowPacket{src: ap("10.2.0.5:5000"), dst: ap("10.100.0.1:53"), proto: protoUDP, payload: []byte("query")}},
 		{"ipv4 udp no checksum", vsDNS4, flowPacket{src: ap("10.2.0.6:5000"), dst: ap("10.100.0.1:53"), proto: protoUDP, payload: []byte("q"), udpNoCsum: true}},
 		{"ipv4 wildcard port", vsAll4, flowPacket{src: ap("10.2.0.5:5555"), dst: ap("10.100.0.2:7777"), proto: protoUDP, payload: []byte("x")}},
-		{"ipv6 tcp", vsWeb6, flowPacket{src: ap("[fd02::5]:40000"), dst: ap("[fd64::1]:443"), proto: protoTCP, payload: []byte("hi6")}},
+		{"ipv6 tcp", vsWeb6, flowPacket{src: ap("[fd02::5]:40000"), dst: ap("[fd64::1]:443"), proto: protoTCP, payload: []byte("hi6"), tcpFlags: tcpACK}},
 		{"ipv6 udp", vsWeb6, flowPacket{src: ap("[2001:db8::77]:40001"), dst: ap("[fd64::1]:443"), proto: protoUDP, payload: []byte("quic")}},
 	}
 	for _, c := range cases {
@@ -122,7 +122,7 @@ func TestHotCacheInvalidation(t *testing.T) {
 	}
 	_, err := e.dp.SetTable(vsWeb4, slots)
 	e.must(err)
-	p := flowPacket{dstMAC: e.macB, srcMAC: e.routerMAC, src: ap("10.2.0.5:40000"), dst: ap("10.100.0.1:80"), proto: protoTCP, payload: make([]byte, 60)}
+	p := flowPacket{dstMAC: e.macB, srcMAC: e.routerMAC, src: ap("10.2.0.5:40000"), dst: ap("10.100.0.1:80"), proto: protoTCP, payload: make([]byte, 60), tcpFlags: tcpACK}
 	send := func(what string, p flowPacket, wantV uint32, wantDst netip.Addr, wantMAC []byte) {
 		t.Helper()
 		v, out := e.runOnCPU0(p.frame())
@@ -244,8 +244,8 @@ func TestUntracked(t *testing.T) {
 	if err := e.dp.SetVServer(VServer{ID: vsFull, VIP: ip("10.100.0.4"), Port: 80, Protocol: ProtoTCP, Method: MethodSourceIP, Seed: 2, Owned: true, Untracked: true}); err == nil {
 		t.Error("an owned Untracked vserver was accepted")
 	}
-	tracked := flowPacket{dstMAC: e.macB, srcMAC: e.routerMAC, src: ap("10.2.0.5:40000"), dst: ap("10.100.0.1:80"), proto: protoTCP}
-	untracked := flowPacket{dstMAC: e.macB, srcMAC: e.routerMAC, src: ap("10.2.0.5:40000"), dst: ap("10.100.0.6:80"), proto: protoTCP}
+	tracked := flowPacket{dstMAC: e.macB, srcMAC: e.routerMAC, src: ap("10.2.0.5:40000"), dst: ap("10.100.0.1:80"), proto: protoTCP, tcpFlags: tcpACK}
+	untracked := flowPacket{dstMAC: e.macB, srcMAC: e.routerMAC, src: ap("10.2.0.5:40000"), dst: ap("10.100.0.6:80"), proto: protoTCP, tcpFlags: tcpACK}
 	e.must(e.dp.SetVServer(VServer{ID: vsEmpty, VIP: ip("10.100.0.6"), Port: 80, Protocol: ProtoTCP, Method: MethodSourceIPSourcePort, Seed: 8, Stateless: true, Untracked: true}))
 	all := func(vs, be uint32) {
 		slots := make([]uint32, e.dp.Config().TableSize)

@@ -217,10 +217,16 @@ type flowPacket struct {
 	payload        []byte
 	udpNoCsum      bool
 	ip             ipOpts
+	tcpFlags       uint8 // 0: SYN
 }
 
 func (p flowPacket) frame() []byte {
 	l4 := l4Segment(p.proto, p.src.Addr(), p.dst.Addr(), p.src.Port(), p.dst.Port(), p.payload, p.udpNoCsum)
+	if p.proto == protoTCP && p.tcpFlags != 0 {
+		l4[13] = p.tcpFlags
+		l4[16], l4[17] = 0, 0
+		binary.BigEndian.PutUint16(l4[16:], csum(pseudoHeader(p.src.Addr(), p.dst.Addr(), protoTCP, len(l4)), l4))
+	}
 	l3 := ipPacket(p.src.Addr(), p.dst.Addr(), p.proto, l4, p.ip)
 	return ethFrame(p.dstMAC, p.srcMAC, p.vlans, etherTypeOf(p.src.Addr()), l3)
 }

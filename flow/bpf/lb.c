@@ -2790,7 +2790,7 @@ static __always_inline int fast(struct xdp_md *ctx)
 	__u32 s0, s1 = 0, s2 = 0, s3 = 0, d0, d1 = 0, d2 = 0, d3 = 0;
 	struct ethhdr *eth = data;
 	struct hot_entry *e;
-	__u8 proto, family;
+	__u8 proto, family, syn = 0;
 	__u16 *l4csum, *l4port;
 	int v6;
 
@@ -2852,6 +2852,7 @@ static __always_inline int fast(struct xdp_md *ctx)
 			if (doff < sizeof(*th) || l4 + doff > l3_end)
 				return FAST_MISS;
 			ports = *(__u32 *)th;
+			syn = ((__u8 *)th)[13] & TCP_SYN;
 			l4csum = &th->check;
 			l4port = &th->dest;
 		} else if (proto == IPPROTO_UDP) {
@@ -2879,7 +2880,8 @@ static __always_inline int fast(struct xdp_md *ctx)
 		return pass(REASON_PASS_NOT_OURS);
 	}
 
-	if (!hot_slots)
+	/* a SYN opens a flow: not worth a probe (a cold cache line) */
+	if (!hot_slots || syn)
 		return FAST_MISS;
 	e = hot_slot(hot_hash(s0, s1, s2, s3, d0, d1, d2, d3, ports, proto));
 	gen = cur_gen();
