@@ -15,6 +15,13 @@ import (
 // same frame in the same loop, and ns/pkt-net is the difference: the cost of
 // Tandem's program itself. Forwarded packets go through bpf_fib_lookup and
 // bpf_redirect (the namespace of the forwarding tests has the neighbours).
+// xdp_lb tail-calls xdp_full from the same run, so the figure of a packet
+// that takes the full path includes both. Hits are served by the hot cache
+// from the flow's third packet on (the second fills it; the benchmarks run
+// one packet before measuring, so all but the first measured packet); a
+// generation tick (every FIBCacheTTL) sends one packet per flow and CPU
+// through the full path again. The flows of the Miss benchmarks are all
+// new (TCP SYNs). doc.go ("Performance") lists figures measured here.
 
 type benchCase struct {
 	verdict uint32
