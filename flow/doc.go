@@ -37,7 +37,7 @@
 //
 //   - a TCP (not SYN) or UDP packet of a STATELESS flow in this CPU's hot
 //     cache: a direct-mapped array of Config.HotCacheSize slots per CPU
-//     (default 16384, 104 bytes each) holding the 5-tuple and what
+//     (default 4096, 104 bytes each) holding the 5-tuple and what
 //     forwarding needs (backend address and port, checksum deltas, egress
 //     interface and MACs, the largest length the route accepted, vserver and
 //     backend ids). xdp_full fills it at a recorded flow's second packet
@@ -205,7 +205,7 @@
 // pair, source NAT and timestamps; rflows, the reply entries of owned flows,
 // is an LRU hash of the same size. Counters are per-CPU arrays, summed by
 // the readers here. The hot cache is one flat array of
-// HotCacheSize*CPUs entries (CPU c's slots from c*HotCacheSize; 3.4 MB
+// HotCacheSize*CPUs entries (CPU c's slots from c*HotCacheSize; 832 KiB
 // with the defaults on 2 CPUs); the cache generation (cfg_gen) and the
 // address filter (addr_filter, 2^16 bits) are arrays the Datapath writes;
 // progs holds xdp_full and is set at load.

@@ -134,7 +134,7 @@ volatile const __u64 fib_cache_ns = 1000000000ULL;
 
 /* Slots of the hot cache per CPU, a power of two; 0 disables it. Set by the
  * loader. */
-volatile const __u32 hot_slots = 16384;
+volatile const __u32 hot_slots = 4096;
 
 /* The UDP port of Tandem's steering encapsulation, network order; 0
  * disables steering and decapsulation. Set by the loader. */
@@ -245,7 +245,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, struct hot_entry);
-	__uint(max_entries, 2 * 16384);
+	__uint(max_entries, 2 * 4096);
 } hot SEC(".maps");
 
 /* Per-CPU scratch space: values too large for the handlers' stack frames
