@@ -298,8 +298,6 @@ type lbRflow struct {
 type lbScratch struct {
 	_  structs.HostLayout
 	Nf lbFlow
-	Vs lbVserver
-	_  [4]byte
 }
 
 type lbSelfCfg struct {

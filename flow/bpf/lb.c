@@ -251,8 +251,7 @@ struct {
 /* Per-CPU scratch space: values too large for the handlers' stack frames
  * (BPF's 512 bytes hold the deepest chain of handler frames together). */
 struct scratch {
-	struct flow nf;	   /* handle_vserver: a new flow entry */
-	struct vserver vs; /* handle_vip -> dispatch: an owned vserver */
+	struct flow nf; /* handle_vserver: a new flow entry */
 };
 
 struct {
@@ -1046,15 +1045,15 @@ static __always_inline void hot_set(const struct pkt *p, __u32 gen, __u32 vs_id,
 	e->gen = gen;
 }
 
-/* handle_vserver forwards client -> VIP packets of a vserver. f is the
- * packet's flow-table entry if any (looked up by the caller), gen the
- * configuration generation read before the vserver. */
-HANDLER int handle_vserver(struct xdp_md *ctx, struct pkt *p, struct vserver *vs, struct flow *f,
-			   __u32 gen)
+/* handle_vserver forwards client -> VIP packets of a vserver. gen is the
+ * cache generation, read before the vserver. */
+HANDLER int handle_vserver(struct xdp_md *ctx, struct pkt *p, struct vserver *vs, __u32 gen)
 {
 	__u32 vs_id, be_id = 0, epoch = 0, why;
 	struct bpf_fib_lookup fp;
 	struct backend *be = NULL;
+	struct flow_key fk = {};
+	struct flow *f = NULL;
 	struct fib_entry *ce;
 	__u64 now = 0;
 	int new_flow = 0, rc;
@@ -1067,6 +1066,15 @@ HANDLER int handle_vserver(struct xdp_md *ctx, struct pkt *p, struct vserver *vs
 		return vs_verdict(vs_id, REASON_PASS_NOT_STATELESS, XDP_PASS);
 	if (vs->mode != MODE_NAT)
 		return vs_verdict(vs_id, REASON_DROP_UNSUPPORTED, XDP_DROP);
+
+	__builtin_memcpy(fk.src, p->src, 16);
+	__builtin_memcpy(fk.dst, p->dst, 16);
+	fk.sport = p->sport;
+	fk.dport = p->dport;
+	fk.proto = p->proto;
+	fk.family = p->family;
+	if (!(vs->flags & VS_F_UNTRACKED))
+		f = bpf_map_lookup_elem(&flows, &fk);
 
 	if (f && f->vs_id == vs_id) {
 		be_id = f->backend_id;
@@ -1098,7 +1106,6 @@ HANDLER int handle_vserver(struct xdp_md *ctx, struct pkt *p, struct vserver *vs
 	} else if (new_flow) {
 		__u32 key = 0;
 		struct scratch *sc = bpf_map_lookup_elem(&scratch, &key);
-		struct flow_key fk = {};
 		struct flow *nf;
 
 		if (!sc)
@@ -1111,13 +1118,6 @@ HANDLER int handle_vserver(struct xdp_md *ctx, struct pkt *p, struct vserver *vs
 		nf->flags = FLOW_F_STATELESS;
 		nf->created_ns = now;
 		nf->seen_ns = now;
-
-		__builtin_memcpy(fk.src, p->src, 16);
-		__builtin_memcpy(fk.dst, p->dst, 16);
-		fk.sport = p->sport;
-		fk.dport = p->dport;
-		fk.proto = p->proto;
-		fk.family = p->family;
 		bpf_map_update_elem(&flows, &fk, nf, BPF_ANY);
 	} else if (f && now - f->seen_ns > 1000000000ULL) {
 		f->seen_ns = now;
@@ -2535,69 +2535,10 @@ static __always_inline int not_for_vip(struct xdp_md *ctx, struct pkt *p, int st
 	return rc;
 }
 
-/* handle_vip's answers besides a verdict: the destination is no VIP; the
- * vserver (copied to the CPU's scratch) is owned; an FTP VIP's port without
- * vserver (maybe a data connection). The caller goes on, so that
- * handle_vip's frame never sits under those handlers' (BPF's 512-byte
- * stack). */
-#define VIP_CODE 0x8000
-#define VIP_NOT_VIP (VIP_CODE | 1)
-#define VIP_OWNED (VIP_CODE | 2)
-#define VIP_FTP_DATA (VIP_CODE | 3)
-
-/* handle_vip handles TCP and UDP packets (not fragments) whose destination
- * may be a VIP. */
-HANDLER int handle_vip(struct xdp_md *ctx, struct pkt *p)
-{
-	struct flow_key fk = {};
-	struct vserver *vs;
-	struct flow *f;
-	__u32 gen, key = 0;
-
-	if (!p)
-		return XDP_ABORTED;
-	gen = cur_gen();
-	vs = lookup_vserver(p->dst, p->dport, p->proto, p->family, 0);
-	if (!vs) {
-		__u32 af = addr_flags(p->dst, p->family);
-
-		if (!(af & ADDR_F_VIP))
-			return VIP_NOT_VIP;
-		if (p->dport != 0)
-			vs = lookup_vserver(p->dst, 0, p->proto, p->family, 0);
-		if (!vs && (af & ADDR_F_FTP) && p->proto == IPPROTO_TCP)
-			return VIP_FTP_DATA;
-		if (!vs)
-			return pass(REASON_PASS_VIP_NO_VSERVER);
-	}
-	if ((vs->flags & (VS_F_STATELESS | VS_F_OWNED)) == VS_F_OWNED) {
-		struct scratch *sc = bpf_map_lookup_elem(&scratch, &key);
-
-		if (!sc)
-			return XDP_ABORTED;
-		sc->vs = *vs;
-		return VIP_OWNED;
-	}
-	{
-		struct vserver v = *vs;
-
-		f = NULL;
-		if ((v.flags & (VS_F_STATELESS | VS_F_UNTRACKED)) == VS_F_STATELESS) {
-			__builtin_memcpy(fk.src, p->src, 16);
-			__builtin_memcpy(fk.dst, p->dst, 16);
-			fk.sport = p->sport;
-			fk.dport = p->dport;
-			fk.proto = p->proto;
-			fk.family = p->family;
-			f = bpf_map_lookup_elem(&flows, &fk);
-		}
-		return handle_vserver(ctx, p, &v, f, gen);
-	}
-}
-
 static __always_inline int dispatch1(struct xdp_md *ctx, struct pkt *p, int steered)
 {
-	int rc;
+	struct vserver *vs;
+	__u32 gen;
 
 	if ((p->proto == IPPROTO_ICMP && p->family == FAMILY_V4) ||
 	    (p->proto == IPPROTO_ICMPV6 && p->family == FAMILY_V6))
@@ -2610,38 +2551,37 @@ static __always_inline int dispatch1(struct xdp_md *ctx, struct pkt *p, int stee
 								  : handle_reverse_fragment(ctx, p);
 	if (!maybe_ours(p->dst, p->family))
 		return not_for_vip(ctx, p, steered);
-	rc = handle_vip(ctx, p);
-	if (rc == VIP_NOT_VIP)
-		return not_for_vip(ctx, p, steered);
-	if (rc == VIP_FTP_DATA) {
-		struct vserver *vs;
-		struct vserver v;
-		__u32 id;
 
-		rc = handle_ftp_data(ctx, p, steered);
-		if (!(rc & FTP_OWNED_FLAG) || (rc & STEER_FLAG))
-			return rc;
-		id = (__u32)rc >> 16;
-		vs = bpf_map_lookup_elem(&vs_byid, &id);
+	gen = cur_gen();
+	vs = lookup_vserver(p->dst, p->dport, p->proto, p->family, 0);
+	if (!vs) {
+		__u32 af = addr_flags(p->dst, p->family);
+
+		if (!(af & ADDR_F_VIP))
+			return not_for_vip(ctx, p, steered);
+		if (p->dport != 0)
+			vs = lookup_vserver(p->dst, 0, p->proto, p->family, 0);
+		if (!vs && (af & ADDR_F_FTP) && p->proto == IPPROTO_TCP) {
+			int rc = handle_ftp_data(ctx, p, steered);
+			__u32 id;
+
+			if (!(rc & FTP_OWNED_FLAG) || (rc & STEER_FLAG))
+				return rc;
+			id = (__u32)rc >> 16;
+			vs = bpf_map_lookup_elem(&vs_byid, &id);
+			if (!vs)
+				return pass(REASON_PASS_VIP_NO_VSERVER);
+		}
 		if (!vs)
 			return pass(REASON_PASS_VIP_NO_VSERVER);
-		v = *vs;
-		/* FTP vservers are owned (STATEFUL) */
-		if ((v.flags & (VS_F_STATELESS | VS_F_OWNED)) != VS_F_OWNED)
-			return vs_verdict(v.id, REASON_PASS_NOT_STATELESS, XDP_PASS);
-		return handle_owned(ctx, p, &v, steered);
 	}
-	if (rc == VIP_OWNED) {
-		__u32 key = 0;
-		struct scratch *sc = bpf_map_lookup_elem(&scratch, &key);
-		struct vserver v;
+	{
+		struct vserver v = *vs;
 
-		if (!sc)
-			return XDP_ABORTED;
-		v = sc->vs;
-		return handle_owned(ctx, p, &v, steered);
+		if ((v.flags & (VS_F_STATELESS | VS_F_OWNED)) == VS_F_OWNED)
+			return handle_owned(ctx, p, &v, steered);
+		return handle_vserver(ctx, p, &v, gen);
 	}
-	return rc;
 }
 
 /* dispatch sends a parsed packet to its handler. steered: it came
