@@ -214,34 +214,40 @@
 //
 // go test -run '^$' -bench . ./flow/ runs each packet once per
 // BPF_PROG_TEST_RUN and subtracts an XDP_PASS program run on the same frame
-// in the same loop (ns/pkt-net); see bench_test.go. On the development VM
-// (2 vCPUs of an AMD EPYC under nested virtualisation, kernel 6.18,
-// retpolines and the Safe-RET SRSO mitigation, so every call and return
-// costs), 5 runs of 20,000 packets each, median, while other jobs shared
-// the machine (load average 6-7), before -> after this design:
+// in the same loop (ns/pkt-net; the baseline itself is 85-95 ns); see
+// bench_test.go. On the development VM (2 vCPUs of an AMD EPYC under
+// nested virtualisation, kernel 6.18, retpolines and the Safe-RET SRSO
+// mitigation, so every call and return costs), 5 runs of 20,000 packets
+// each alternating with the previous design's binary, median, while other
+// jobs shared the machine (load average 2.7-4), previous design -> this
+// one:
 //
-//	flow-table hit, IPv4 TCP     218 -> 53 ns   (target 55)
-//	flow-table hit, IPv6 TCP     214 -> 55 ns
-//	non-VIP pass                 112 -> 15 ns   (warm caches: 95 -> 14)
-//	backend -> client rewrite    356 -> 309 ns
-//	miss, flow recorded          594 -> 730 ns  (target 65: see below)
-//	miss, Untracked vserver       -  -> 376 ns
+//	flow-table hit, IPv4 TCP     194 -> 50 ns   (target 55)
+//	flow-table hit, IPv6 TCP     212 -> 51 ns
+//	non-VIP pass                 116 -> 17 ns   (warm caches: 96 -> 12)
+//	backend -> client rewrite    301 -> 306 ns  (path unchanged)
+//	miss, flow recorded          506 -> 533 ns  (target 65: see below)
+//	miss, Untracked vserver        -  -> 316 ns
 //
-// A hit costs one array read (the hot slot) and no hash lookup: the flow
-// table's LRU hash lookup alone measured 40-50 ns here (jhash, a call to
-// memcmp, returns through the SRSO thunk), the vserver lookup as much, and
-// each helper call 20-30 ns (bpf_ktime_get_coarse_ns about 30: the hit
-// path reads no clock; bpf_redirect about 20, unavoidable).
+// Under heavier load (6-7) the same runs gave 53, 55, 15, 309, 730 and 376
+// ns. A hit costs one array read (the hot slot) and no hash lookup: on
+// this machine the flow table's LRU hash lookup alone took 40-50 ns
+// (jhash, a call to memcmp, returns through the SRSO thunk), the vserver
+// lookup as much, a BPF function call 15-25 ns and a helper call 20-30 ns
+// (bpf_ktime_get_coarse_ns about 30: the hit path reads no clock;
+// bpf_redirect about 20, which it cannot avoid).
 //
-// A miss is dominated by memory that no earlier packet touched: a cold
-// cache line or page costs 100-150 ns on this VM (measured: a probe of a
-// random hot-cache slot cost 130 ns; the same code with the probe's result
-// unused, 10 ns). Recording the flow touches two (the hash bucket of the
-// 1M-entry table for the lookup, about 300 ns on a miss, and the LRU node
-// for the insert, about 200 ns): the tracked - untracked difference above.
-// 65 ns per miss with a recorded flow is out of reach on this machine; an
-// Untracked vserver halves the miss by giving up the record (a table
-// change then moves the flows of the changed slots). The miss is slower
-// than before this design by the tail call, a second parse, and one more
-// function call in xdp_full (the hit and the non-VIP pass paid for them).
+// A miss is dominated by memory no earlier packet touched: a cold cache
+// line or page costs 100-150 ns here (a probe of a random hot-cache slot
+// measured 130 ns; hence no probe for a TCP SYN). Cut short at points of
+// the tracked miss path (throwaway builds, quiet machine): 110 ns to the
+// flow-table lookup (xdp_lb's parse and filter, the tail call, parse,
+// vserver lookup), 220 more to the insert (the lookup of an absent key in
+// the 1M-entry table, whose bucket is cold, then the Maglev slot and the
+// route), 160 for the LRU insert, 35 for the rewrite, counters and
+// redirect. 65 ns per miss with a recorded flow is out of reach on this
+// machine. An Untracked vserver (an option, off by default) saves the
+// lookup and the insert, and pays a write of the hot slot instead; it
+// gives up the record, so a table change moves the flows of the slots
+// that changed instead of keeping them on their backend.
 package flow
