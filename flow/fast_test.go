@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // hotEntries returns the hot cache's entries valid under the current
@@ -289,5 +293,69 @@ func TestUntracked(t *testing.T) {
 	// packets 1 and 4 missed the hot cache (first packet; table changed)
 	if c.Packets != 4 || c.Reasons[ReasonFwdNew] != 2 || c.Reasons[ReasonFwdHit] != 2 {
 		t.Errorf("untracked vserver counters %+v, want 4 packets: 2 fwd_new, 2 fwd_hit", c)
+	}
+}
+
+// runIngressOnCPU0 is runIngress on CPU 0, where the hot entries it makes
+// are found again.
+func (e *testEnv) runIngressOnCPU0(frame []byte, ifname string) (uint32, []byte) {
+	e.tb.Helper()
+	out := make([]byte, len(frame)+256)
+	var ret uint32
+	err := e.ns.Do(func() error {
+		var old, one unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &old); err != nil {
+			return err
+		}
+		one.Set(0)
+		if err := unix.SchedSetaffinity(0, &one); err != nil {
+			return err
+		}
+		defer unix.SchedSetaffinity(0, &old)
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		ctx := xdpMD{DataEnd: uint32(len(frame)), IngressIfindex: uint32(ifi.Index)}
+		opts := ebpf.RunOptions{Data: frame, DataOut: out, Context: ctx}
+		r, err := e.dp.Program().Run(&opts)
+		ret, out = r, opts.DataOut
+		return err
+	})
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	return ret, out
+}
+
+// TestHotCacheIngress: a hot entry answers XDP_TX when the egress is the
+// ingress interface, as the full path does, and serves only packets from
+// the interface it was made for.
+func TestHotCacheIngress(t *testing.T) {
+	e := newEnv(t, Config{FIBCacheTTL: time.Hour, HotCacheSize: 1024})
+	e.standard()
+	p := flowPacket{dstMAC: e.macA, srcMAC: e.routerMAC, src: ap("10.2.0.5:40000"), dst: ap("10.100.0.1:80"), proto: protoTCP, payload: []byte("tx"), tcpFlags: tcpACK}
+	be := backendAddrPort(t, e.dp, e.expectBackend(vsWeb4, p.src), 80)
+	want := p
+	want.dst = be
+	want.dstMAC, want.srcMAC = neighMACFor(be.Addr()), e.macA
+	for i := 0; i < 4; i++ {
+		v, out := e.runIngressOnCPU0(p.frame(), "tfa")
+		if v != xdpTX {
+			t.Fatalf("packet %d from the backend side: verdict %s, want TX", i, verdictName(v))
+		}
+		diffFrames(t, "client to VIP on the backend side", out, want.frame())
+	}
+	if !e.isHot(p) {
+		t.Fatal("no hot entry")
+	}
+	// from the client side: not the entry's interface, redirected
+	for i := 0; i < 3; i++ {
+		if v, _ := e.runIngressOnCPU0(p.frame(), "tfb"); v != xdpRedirect {
+			t.Errorf("packet %d from the client side: verdict %s, want REDIRECT", i, verdictName(v))
+		}
+	}
+	if r := e.reasons(); r[ReasonFwdHit] != 6 || r[ReasonFwdNew] != 1 {
+		t.Errorf("fwd_hit %d fwd_new %d, want 6 and 1", r[ReasonFwdHit], r[ReasonFwdNew])
 	}
 }
