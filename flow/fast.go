@@ -8,16 +8,16 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// The hit path's two shortcuts (flow_fast and maybe_ours in
-// flow/bpf/lb.c) rest on two maps the control plane keeps here:
+// The hit path (fast, in xdp_lb in flow/bpf/lb.c; xdp_full does the rest)
+// rests on three maps, two of which the control plane keeps here:
 //
 //   - hot, a direct-mapped cache per CPU of stateless flows: the 5-tuple and
 //     what a hit needs (backend address and port, checksum deltas, egress
 //     interface and MACs, largest length the route accepted, vserver and
-//     backend ids), written by the full path when it forwards a packet of
-//     a stateless flow, so that the next packets cost no hash lookup and no
-//     function call. A colliding flow takes the slot over; the flow table
-//     stays the record of every flow.
+//     backend ids), written by the full path when it forwards a recorded
+//     flow's second packet (an untracked flow's first), so that the next
+//     packets cost no hash lookup and no function call. A colliding flow
+//     takes the slot over; the flow table stays the record of every flow.
 //   - cfg_gen, the cache generation: bumped after every change of a vserver,
 //     a backend or the flow table made here, and every FIBCacheTTL. Hot
 //     entries and FIB cache answers are used only under the generation they
@@ -34,7 +34,7 @@ import (
 // addrFilterBits is ADDR_FILTER_BITS of flow/bpf/lb.h.
 const addrFilterBits = 16
 
-// filterBit is an address's bit in addr_filter: filter_bit in lb.c.
+// filterBit is an address's bit in addr_filter: filter_bit4 in lb.c.
 func filterBit(words [4]uint32, family uint8) uint32 {
 	x := words[0] ^ words[1] ^ words[2] ^ words[3] ^ uint32(family)
 	x ^= x >> 16
