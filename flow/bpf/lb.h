@@ -345,7 +345,7 @@ enum alg_counter {
 };
 
 /* addr_filter: one bit per hash of every VIP and bound service address
- * (filter_bit in lb.c, filterBit in Go): 2^ADDR_FILTER_BITS bits in u64
+ * (filter_bit4 in lb.c, filterBit in Go): 2^ADDR_FILTER_BITS bits in u64
  * words. */
 #define ADDR_FILTER_BITS 16
 #define ADDR_FILTER_WORDS ((1 << ADDR_FILTER_BITS) / 64)
