@@ -140,7 +140,7 @@ func newFTPLab(t *testing.T, size int) *ftpLab {
 func (l *ftpLab) datapath(t *testing.T) *Datapath {
 	t.Helper()
 	d := newDatapath(t, Config{TableSize: 251, MaxVServers: 4})
-	if err := d.SetPairs([]Pair{{ID: 1, Live: true, Local: true, SNIP: l.snip, SNATPorts: [2]uint16{40000, 40999}}}); err != nil {
+	if err := d.SetPairs([]Pair{{ID: 1, Live: true, Local: true, SNIPs: []netip.Addr{l.snip}, SNATPorts: [2]uint16{40000, 40999}}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, v := range []VServer{

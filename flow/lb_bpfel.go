@@ -213,16 +213,16 @@ const (
 )
 
 type lbPair struct {
-	_          structs.HostLayout
-	Id         uint32
-	Addr       [4]uint32
-	Snip       [4]uint32
-	SnatLo     uint16
-	SnatHi     uint16
-	Flags      uint8
-	Family     uint8
-	SnipFamily uint8
-	Pad        uint8
+	_      structs.HostLayout
+	Id     uint32
+	Addr   [4]uint32
+	Snip4  [4]uint32
+	Snip6  [4]uint32
+	SnatLo uint16
+	SnatHi uint16
+	Flags  uint8
+	Family uint8
+	Pad    [2]uint8
 }
 
 type lbReason uint32

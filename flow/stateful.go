@@ -55,10 +55,11 @@ type Pair struct {
 	// Local: this node is the pair's active member (it owns the pair's
 	// flows; nothing is steered to itself).
 	Local bool
-	// SNIP is the source address of the pair's USIP OFF flows (invalid:
-	// none; such flows are dropped, ReasonDropNoSNAT). SNATPorts is its
-	// inclusive port range; the zero value means 1024-65535.
-	SNIP      netip.Addr
+	// SNIPs are the source addresses of the pair's USIP OFF flows, at most
+	// one per family: a flow takes the SNIP of its own family (none of
+	// that family: it is dropped, ReasonDropNoSNAT). SNATPorts is the
+	// inclusive port range of each SNIP; the zero value means 1024-65535.
+	SNIPs     []netip.Addr
 	SNATPorts [2]uint16
 }
 
@@ -141,8 +142,27 @@ func (d *Datapath) SetPairs(pairs []Pair) error {
 		} else if p.Live && !p.Local {
 			return fmt.Errorf("%w: live pair %d has no active member address to steer to", ErrInvalidArgument, p.ID)
 		}
-		if p.SNIP.IsValid() {
-			v.Snip, v.SnipFamily = addrWords(p.SNIP)
+		for _, a := range p.SNIPs {
+			if !a.IsValid() {
+				return fmt.Errorf("%w: pair %d: invalid SNIP", ErrInvalidArgument, p.ID)
+			}
+			w, fam := addrWords(a)
+			flag := uint8(pairFlagSNIP4)
+			if fam == familyV6 {
+				flag = pairFlagSNIP6
+			}
+			if v.Flags&flag != 0 {
+				return fmt.Errorf("%w: pair %d: two SNIPs of one family (%v), at most one per family", ErrInvalidArgument, p.ID, a)
+			}
+			v.Flags |= flag
+			if fam == familyV6 {
+				v.Snip6 = w
+			} else {
+				v.Snip4 = w
+			}
+			snips[a.Unmap()] = true
+		}
+		if len(p.SNIPs) > 0 {
 			v.SnatLo, v.SnatHi = p.SNATPorts[0], p.SNATPorts[1]
 			if v.SnatLo == 0 && v.SnatHi == 0 {
 				v.SnatLo, v.SnatHi = 1024, 65535
@@ -150,7 +170,6 @@ func (d *Datapath) SetPairs(pairs []Pair) error {
 			if v.SnatLo == 0 || v.SnatHi < v.SnatLo {
 				return fmt.Errorf("%w: pair %d: SNAT ports %d-%d", ErrInvalidArgument, p.ID, v.SnatLo, v.SnatHi)
 			}
-			snips[p.SNIP.Unmap()] = true
 		}
 		vals[i] = v
 	}
@@ -180,7 +199,11 @@ func (d *Datapath) SetPairs(pairs []Pair) error {
 			}
 		}
 	}
-	d.pairs = append([]Pair(nil), pairs...)
+	d.pairs = make([]Pair, len(pairs))
+	for i, p := range pairs {
+		p.SNIPs = append([]netip.Addr(nil), p.SNIPs...)
+		d.pairs[i] = p
+	}
 	return nil
 }
 
@@ -188,7 +211,12 @@ func (d *Datapath) SetPairs(pairs []Pair) error {
 func (d *Datapath) Pairs() []Pair {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return append([]Pair(nil), d.pairs...)
+	out := make([]Pair, len(d.pairs))
+	for i, p := range d.pairs {
+		p.SNIPs = append([]netip.Addr(nil), p.SNIPs...)
+		out[i] = p
+	}
+	return out
 }
 
 // SetVServerBackends sets the backend list of a ROUNDROBIN or

@@ -97,7 +97,7 @@ func statefulEnv(t testing.TB) *testEnv {
 // ownPairs makes this node the active member of the only pair.
 func (e *testEnv) ownPairs() {
 	e.tb.Helper()
-	e.must(e.dp.SetPairs([]Pair{{ID: 1, Live: true, Local: true, Active: ip(selfBP), SNIP: ip(snipStr), SNATPorts: [2]uint16{40000, 40009}}}))
+	e.must(e.dp.SetPairs([]Pair{{ID: 1, Live: true, Local: true, Active: ip(selfBP), SNIPs: []netip.Addr{ip(snipStr)}, SNATPorts: [2]uint16{40000, 40009}}}))
 }
 
 // peerPairs makes the partner the active member of the only pair.
@@ -447,6 +447,115 @@ func TestSNAT(t *testing.T) {
 	}
 }
 
+// IPv6 USIP OFF (TestSNAT6, TestInstallFlowsSNAT6).
+const (
+	vsSNAT6  = 13 // [fd64::3]:80 TCP ROUNDROBIN, USIP OFF, backend 10
+	snip6Str = "fd01::50"
+)
+
+// snat6Env is statefulEnv with vsSNAT6 and the only pair's two SNIPs.
+func snat6Env(t *testing.T) *testEnv {
+	t.Helper()
+	e := statefulEnv(t)
+	e.must(e.dp.SetVServer(VServer{ID: vsSNAT6, VIP: ip("fd64::3"), Port: 80, Protocol: ProtoTCP, Method: MethodRoundRobin, Owned: true, Mirror: true, SNAT: true}))
+	e.must(e.dp.SetVServerBackends(vsSNAT6, []uint32{10}))
+	e.must(e.dp.SetPairs([]Pair{{ID: 1, Live: true, Local: true, Active: ip(selfBP),
+		SNIPs: []netip.Addr{ip(snipStr), ip(snip6Str)}, SNATPorts: [2]uint16{40000, 40009}}}))
+	return e
+}
+
+// TestSNAT6: USIP OFF over IPv6, both ways, every byte: the backend sees
+// the pair's IPv6 SNIP and a port of the range, the reply to it goes back
+// to the client from VIP:vport. Each SNIP has the whole range: ten IPv4
+// and ten IPv6 flows fit in ten ports, the eleventh IPv6 flow is dropped.
+// A pair without an IPv6 SNIP drops IPv6 USIP OFF flows and keeps taking
+// IPv4 ones.
+func TestSNAT6(t *testing.T) {
+	e := snat6Env(t)
+	client, vip, be := ap("[fd02::5]:40000"), ap("[fd64::3]:80"), ap("[fd01::10]:9090")
+	v, out := e.run(tcpFrame(e.macB, e.routerMAC, client, vip, tcpSYN, []byte("a")))
+	if v != xdpRedirect {
+		t.Fatalf("verdict %s (reasons %v)", verdictName(v), e.reasons())
+	}
+	f, err := e.dp.LookupFlow(FlowKey{Src: client, Dst: vip, Protocol: ProtoTCP})
+	e.must(err)
+	if f.Flags&FlowFlagSNAT == 0 {
+		t.Fatalf("flow %+v not source-NATed", f)
+	}
+	sport := binary.BigEndian.Uint16(out[14+40:])
+	if sport < 40000 || sport > 40009 {
+		t.Fatalf("SNAT port %d outside 40000-40009", sport)
+	}
+	snat := netip.AddrPortFrom(ip(snip6Str), sport)
+	diffFrames(t, "snat6", out, tcpFrame(neighMACFor(be.Addr()), e.macA, snat, be, tcpSYN, []byte("a")))
+	e.expectForward(t, tcpFrame(e.macA, neighMACFor(be.Addr()), be, snat, tcpSYN|tcpACK, []byte("b")),
+		tcpFrame(neighMACFor(client.Addr()), e.macB, vip, client, tcpSYN|tcpACK, []byte("b")))
+	e.expectForward(t, tcpFrame(e.macB, e.routerMAC, client, vip, tcpACK, []byte("c")),
+		tcpFrame(neighMACFor(be.Addr()), e.macA, snat, be, tcpACK, []byte("c")))
+
+	// ten IPv4 flows on the IPv4 SNIP's ten ports
+	for p := uint16(0); p < 10; p++ {
+		c := netip.AddrPortFrom(ip("10.2.0.5"), 41000+p)
+		v, out := e.run(tcpFrame(e.macB, e.routerMAC, c, ap("10.100.0.8:80"), tcpSYN, nil))
+		if v != xdpRedirect {
+			t.Fatalf("IPv4 flow %d: verdict %s (reasons %v)", p, verdictName(v), e.reasons())
+		}
+		if src := netip.AddrFrom4([4]byte(out[14+12 : 14+16])); src != ip(snipStr) {
+			t.Fatalf("IPv4 flow %d: source %v, want the IPv4 SNIP %s", p, src, snipStr)
+		}
+	}
+	// nine more IPv6 flows: the IPv6 SNIP's ten ports
+	for p := uint16(1); p < 10; p++ {
+		if v, _ := e.run(tcpFrame(e.macB, e.routerMAC, netip.AddrPortFrom(client.Addr(), 40000+p), vip, tcpSYN, nil)); v != xdpRedirect {
+			t.Fatalf("IPv6 flow %d: verdict %s (reasons %v)", p, verdictName(v), e.reasons())
+		}
+	}
+	before := e.reasons()
+	if v, _ := e.run(tcpFrame(e.macB, e.routerMAC, ap("[fd02::5]:50000"), vip, tcpSYN, nil)); v != xdpDrop {
+		t.Fatalf("11th IPv6 flow on 10 ports: verdict %s, want DROP", verdictName(v))
+	}
+	if after := e.reasons(); after[ReasonDropNoSNAT] != before[ReasonDropNoSNAT]+1 {
+		t.Errorf("%s not counted", ReasonDropNoSNAT)
+	}
+
+	// IPv4 SNIP only (ten more ports): IPv6 flows dropped, IPv4 ones
+	// source-NATed
+	e.must(e.dp.SetPairs([]Pair{{ID: 1, Live: true, Local: true, Active: ip(selfBP), SNIPs: []netip.Addr{ip(snipStr)}, SNATPorts: [2]uint16{40000, 40019}}}))
+	before = e.reasons()
+	if v, _ := e.run(tcpFrame(e.macB, e.routerMAC, ap("[fd02::6]:40000"), vip, tcpSYN, nil)); v != xdpDrop {
+		t.Fatalf("IPv6 flow without an IPv6 SNIP: verdict %s, want DROP", verdictName(v))
+	}
+	if after := e.reasons(); after[ReasonDropNoSNAT] != before[ReasonDropNoSNAT]+1 {
+		t.Errorf("%s not counted for the IPv6 flow without SNIP", ReasonDropNoSNAT)
+	}
+	if v, _ := e.run(tcpFrame(e.macB, e.routerMAC, ap("10.2.0.6:40000"), ap("10.100.0.8:80"), tcpSYN, nil)); v != xdpRedirect {
+		t.Fatalf("IPv4 flow with the IPv4 SNIP: verdict %s (reasons %v)", verdictName(v), e.reasons())
+	}
+	// IPv6 SNIP only: IPv4 flows dropped
+	e.must(e.dp.SetPairs([]Pair{{ID: 1, Live: true, Local: true, Active: ip(selfBP), SNIPs: []netip.Addr{ip(snip6Str)}, SNATPorts: [2]uint16{40000, 40009}}}))
+	if v, _ := e.run(tcpFrame(e.macB, e.routerMAC, ap("10.2.0.7:40000"), ap("10.100.0.8:80"), tcpSYN, nil)); v != xdpDrop {
+		t.Fatalf("IPv4 flow without an IPv4 SNIP: verdict %s, want DROP", verdictName(v))
+	}
+	if got := e.dp.Pairs(); len(got) != 1 || len(got[0].SNIPs) != 1 || got[0].SNIPs[0] != ip(snip6Str) {
+		t.Errorf("Pairs() = %+v", got)
+	}
+}
+
+// TestSetPairsSNIPs: at most one SNIP per family.
+func TestSetPairsSNIPs(t *testing.T) {
+	e := statefulEnv(t)
+	for _, snips := range [][]netip.Addr{
+		{ip("10.1.0.50"), ip("10.1.0.51")},
+		{ip("fd01::50"), ip("10.1.0.50"), ip("fd01::51")},
+		{{}},
+	} {
+		err := e.dp.SetPairs([]Pair{{ID: 1, Live: true, Local: true, Active: ip(selfBP), SNIPs: snips}})
+		if !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("SNIPs %v: err %v, want ErrInvalidArgument", snips, err)
+		}
+	}
+}
+
 // TestOwnerAgreement: the program's owner choice (steered to which pair's
 // address, or kept) equals hashing.Owner over the live pairs, for 10,000
 // random IPv4 and IPv6 clients.
@@ -559,6 +668,36 @@ func TestInstallFlows(t *testing.T) {
 	e.must(e.dp.OwnedFlows(func(e standby.Entry) bool { got = append(got, e); return true }))
 	if len(got) != 1 || got[0].Client != client || got[0].Backend != be || got[0].VServerID != vsRR {
 		t.Errorf("owned mirrored flows %+v, want the vsRR flow only", got)
+	}
+}
+
+// TestInstallFlowsSNAT6: a takeover installs a mirrored IPv6 source-NATed
+// flow and its reply entry (backend -> SNIP6:port): both directions are
+// forwarded at once, every byte checked; OwnedFlows reports it.
+func TestInstallFlowsSNAT6(t *testing.T) {
+	e := snat6Env(t)
+	client, vip, be := ap("[fd02::5]:41001"), ap("[fd64::3]:80"), ap("[fd01::10]:9090")
+	snat := netip.AddrPortFrom(ip(snip6Str), 40007)
+	entries := []standby.Entry{
+		{Proto: standby.ProtoTCP, Client: client, VIP: vip, Backend: be, SNAT: snat, VServerID: vsSNAT6, Flags: FlowFlagOwned | FlowFlagMirror | FlowFlagSNAT},
+	}
+	n, err := e.dp.InstallFlows(entries, 1)
+	e.must(err)
+	if n != 1 {
+		t.Fatalf("installed %d, want 1", n)
+	}
+	if n := mapLen(t, e.dp.objs.Rflows); n != 1 {
+		t.Fatalf("%d reply entries after the takeover, want 1", n)
+	}
+	// the reply first: the reply entry alone rewrites it
+	e.expectForward(t, tcpFrame(e.macA, neighMACFor(be.Addr()), be, snat, tcpACK, []byte("reply")),
+		tcpFrame(neighMACFor(client.Addr()), e.macB, vip, client, tcpACK, []byte("reply")))
+	e.expectForward(t, tcpFrame(e.macB, e.routerMAC, client, vip, tcpACK, []byte("more")),
+		tcpFrame(neighMACFor(be.Addr()), e.macA, snat, be, tcpACK, []byte("more")))
+	var got []standby.Entry
+	e.must(e.dp.OwnedFlows(func(e standby.Entry) bool { got = append(got, e); return true }))
+	if len(got) != 1 || got[0].Client != client || got[0].Backend != be || got[0].SNAT != snat || got[0].VServerID != vsSNAT6 {
+		t.Errorf("owned mirrored flows %+v, want the installed IPv6 SNAT flow", got)
 	}
 }
 

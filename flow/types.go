@@ -93,6 +93,8 @@ const (
 	addrFlagFTP     = 1 << 5
 	pairFlagLive    = 1 << 0
 	pairFlagLocal   = 1 << 1
+	pairFlagSNIP4   = 1 << 2
+	pairFlagSNIP6   = 1 << 3
 
 	// FlowFlagStateless marks a flow created from a stateless vserver's table.
 	FlowFlagStateless = 1 << 0

@@ -478,10 +478,11 @@ func (d *Daemon) reconcileReturns(ctx context.Context, sp Speaker) {
 	st := d.stateful
 	d.mu.Unlock()
 	prefixes := d.cfg.BGP.ReturnPrefixes
-	if d.cfg.SNIP.IsValid() {
-		// The pair's SNIP follows the member that owns the pair's flows.
-		snip := prefixOf(d.cfg.SNIP)
-		owning := st != nil && st.OwnsPair()
+	// The pair's SNIPs (one per family) follow the member that owns the
+	// pair's flows.
+	owning := st != nil && st.OwnsPair()
+	for _, a := range d.cfg.SNIPs {
+		snip := prefixOf(a)
 		d.mu.Lock()
 		out := d.returns[snip]
 		d.mu.Unlock()
@@ -708,11 +709,11 @@ func interfaceAddrs(ifnames []string) ([]netip.Addr, error) {
 }
 
 // canOwnPair reports whether this node may claim its pair's flows back
-// after a rejoin: without a SNIP always; with one, only while its BGP
-// sessions with every peer it announces return prefixes to are
-// established, so that it can announce the SNIP it takes over.
+// after a rejoin: without a SNIP always; with one or two, only while its
+// BGP sessions with every peer it announces return prefixes to are
+// established, so that it can announce the SNIPs it takes over.
 func (d *Daemon) canOwnPair() bool {
-	if !d.cfg.SNIP.IsValid() {
+	if len(d.cfg.SNIPs) == 0 {
 		return true
 	}
 	sp := d.speaker()
@@ -757,7 +758,7 @@ func (d *Daemon) startStateful(ctx context.Context, cl Membership, prepend *func
 		Self:   d.cfg.NodeID,
 		Listen: netip.AddrPortFrom(d.cfg.Memberlist.BindAddr, BackplanePort),
 		Auth:   mirror.Auth{PSK: MirrorPSK(keys[0])},
-		SNIP:   d.cfg.SNIP,
+		SNIPs:  d.cfg.SNIPs,
 		CanOwn: d.canOwnPair,
 		Logger: d.log.With("component", "stateful"),
 	}, sdp, scl, d.programmer)

@@ -109,9 +109,10 @@ type StatefulConfig struct {
 	Listen netip.AddrPort
 	// Auth authenticates the mirroring channel (required).
 	Auth mirror.Auth
-	// SNIP is the pair's source address for USIP OFF flows (invalid: none),
-	// SNATPorts its port range (zero: 1024-65535).
-	SNIP      netip.Addr
+	// SNIPs are the pair's source addresses for USIP OFF flows, at most
+	// one per family (none: such flows are dropped), SNATPorts the port
+	// range of each (zero: 1024-65535).
+	SNIPs     []netip.Addr
 	SNATPorts [2]uint16
 	// Tick is the PairMachine's tick (default 100 ms).
 	Tick time.Duration
@@ -119,7 +120,7 @@ type StatefulConfig struct {
 	// back (the bulk sync from the partner is complete): false defers the
 	// claim, asked again every tick, and the partner keeps the flows. The
 	// daemon sets it when the pair has a SNIP: the claiming member must
-	// announce the SNIP to the back routers at once, so its BGP sessions
+	// announce its SNIPs to the back routers at once, so its BGP sessions
 	// with them must be up (after a freeze GoBGP takes seconds to reopen
 	// them, and the partner withdraws the SNIP on the claim: the replies
 	// of the pair's USIP OFF flows had no route for ~4 s in the lab).
@@ -349,7 +350,7 @@ func (s *Stateful) programPairs(pairs []cluster.PairStatus, members []cluster.Me
 			if fps[i].ID != pair {
 				continue
 			}
-			fps[i].SNIP, fps[i].SNATPorts = s.cfg.SNIP, s.cfg.SNATPorts
+			fps[i].SNIPs, fps[i].SNATPorts = s.cfg.SNIPs, s.cfg.SNATPorts
 			switch st.Role {
 			case mirror.RoleActive, mirror.RoleTakenOver:
 				fps[i].Live, fps[i].Local, fps[i].Active = true, true, s.cfg.Listen.Addr()

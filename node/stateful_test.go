@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"net/netip"
+	"reflect"
 	"testing"
 
 	"github.com/tandem-lb/tandem/cluster"
@@ -34,7 +35,7 @@ func TestPairsFromCluster(t *testing.T) {
 		t.Fatalf("got %+v", got)
 	}
 	for i := range want {
-		if got[i] != want[i] {
+		if !reflect.DeepEqual(got[i], want[i]) {
 			t.Errorf("pair %d: got %+v, want %+v", i, got[i], want[i])
 		}
 	}

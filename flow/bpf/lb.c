@@ -48,7 +48,8 @@
  *                 (an array lookup instead of a hash lookup).
  *   vserver_stats, backend_stats  PERCPU_ARRAY per vserver / backend counters.
  *   pairs, self   ARRAY: the pairs (id, live, active member's backplane
- *                 address, local, SNIP and port range) and this node's
+ *                 address, local, a SNIP per family and the port range)
+ *                 and this node's
  *                 backplane address, written from membership.
  *   rflows        LRU_HASH reply 5-tuple -> rflow: replies of owned flows.
  *   vs_lists, rr_next, be_conns  ROUNDROBIN / LEASTCONNECTION state.
@@ -1495,24 +1496,37 @@ static __always_inline void mark_closing(struct flow *f, const struct flow_key *
 		emit(EVENT_CLOSE, fk, f, now);
 }
 
+/* pair_snip is the pair's SNIP of the given family, NULL when it has none
+ * (USIP OFF flows of that family are then dropped, drop_no_snat). */
+static __always_inline const __u32 *pair_snip(const struct pair *pr, __u8 family)
+{
+	if (!pr)
+		return NULL;
+	if (family == FAMILY_V4)
+		return (pr->flags & PAIR_F_SNIP4) ? pr->snip4 : NULL;
+	return (pr->flags & PAIR_F_SNIP6) ? pr->snip6 : NULL;
+}
+
 /* snat_alloc takes a free port of the pair's SNAT range for a flow to
  * (backend, bport): the reply key (backend:bport -> SNIP:port) must be new
- * in rflows. Returns the port (network order), 0 when none was free after a
- * few tries. */
-static __always_inline __u16 snat_alloc(const struct pair *pr, __u32 pidx, const struct pkt *p,
-					const struct backend *be, __u16 bport, struct rflow *rf)
+ * in rflows, so each SNIP has the whole range (the cursor is shared by the
+ * pair's SNIPs). Returns the port (network order), 0 when none was free
+ * after a few tries. */
+static __always_inline __u16 snat_alloc(const struct pair *pr, const __u32 *snip, __u32 pidx,
+					const struct pkt *p, const struct backend *be, __u16 bport,
+					struct rflow *rf)
 {
 	__u32 span, *cur, i;
 	struct flow_key rk = {};
 
-	if (pr->snat_hi < pr->snat_lo || pr->snip_family != p->family)
+	if (pr->snat_hi < pr->snat_lo)
 		return 0;
 	cur = bpf_map_lookup_elem(&snat_next, &pidx);
 	if (!cur)
 		return 0;
 	span = (__u32)pr->snat_hi - pr->snat_lo + 1;
 	__builtin_memcpy(rk.src, be->addr, 16);
-	__builtin_memcpy(rk.dst, pr->snip, 16);
+	__builtin_memcpy(rk.dst, snip, 16);
 	rk.sport = bport;
 	rk.proto = p->proto;
 	rk.family = p->family;
@@ -1612,16 +1626,17 @@ HANDLER int handle_owned(struct xdp_md *ctx, struct pkt *p, struct vserver *vs, 
 			rf.vs_id = vs_id;
 			rf.backend_id = be_id;
 			if (vs->flags & VS_F_SNAT) {
+				const __u32 *snip = pair_snip(pr, p->family);
 				__u16 sp;
 
 				rf.flags = FLOW_F_SNAT;
-				if (!pr || !pr->snip_family)
+				if (!pr || !snip)
 					return vs_verdict(vs_id, REASON_DROP_NO_SNAT, XDP_DROP);
-				sp = snat_alloc(pr, pidx & (MAX_PAIRS - 1), p, be, nport, &rf);
+				sp = snat_alloc(pr, snip, pidx & (MAX_PAIRS - 1), p, be, nport, &rf);
 				if (!sp)
 					return vs_verdict(vs_id, REASON_DROP_NO_SNAT, XDP_DROP);
 				nf.flags |= FLOW_F_SNAT;
-				__builtin_memcpy(nf.snat, pr->snip, 16);
+				__builtin_memcpy(nf.snat, snip, 16);
 				nf.snat_port = sp;
 			} else {
 				__builtin_memcpy(rk.src, be->addr, 16);
@@ -1998,17 +2013,18 @@ HANDLER int handle_ftp_data(struct xdp_md *ctx, struct pkt *p, int steered)
 	rf.vs_id = vs_id;
 	rf.backend_id = be_id;
 	if (vs->flags & VS_F_SNAT) {
+		const __u32 *snip = pair_snip(pr, p->family);
 		__u16 sp = 0;
 
 		rf.flags = FLOW_F_SNAT;
-		if (pr && pr->snip_family)
-			sp = snat_alloc(pr, pidx & (MAX_PAIRS - 1), p, be, p->dport, &rf);
-		if (!sp) {
+		if (pr && snip)
+			sp = snat_alloc(pr, snip, pidx & (MAX_PAIRS - 1), p, be, p->dport, &rf);
+		if (!sp || !snip) {
 			alg_count(ALG_FTP_DATA_REFUSED);
 			return vs_verdict(vs_id, REASON_DROP_NO_SNAT, XDP_DROP);
 		}
 		nf.flags |= FLOW_F_SNAT;
-		__builtin_memcpy(nf.snat, pr->snip, 16);
+		__builtin_memcpy(nf.snat, snip, 16);
 		nf.snat_port = sp;
 	} else {
 		struct flow_key rk = {};

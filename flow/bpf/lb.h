@@ -83,6 +83,8 @@ enum addr_flags {
 enum pair_flags {
 	PAIR_F_LIVE = 1 << 0,  /* a candidate of the rendezvous choice */
 	PAIR_F_LOCAL = 1 << 1, /* this node is the pair's active member */
+	PAIR_F_SNIP4 = 1 << 2, /* snip4 is set */
+	PAIR_F_SNIP6 = 1 << 3, /* snip6 is set */
 };
 
 /* flow.flags */
@@ -223,13 +225,13 @@ struct rflow {
 struct pair {
 	__u32 id;	 /* pair id (hashing.Owner candidates) */
 	__u32 addr[4];	 /* active member's backplane address */
-	__u32 snip[4];	 /* the pair's SNIP (USIP OFF), zero if none */
-	__u16 snat_lo;	 /* SNAT port range, host order, inclusive */
+	__u32 snip4[4];	 /* the pair's IPv4 SNIP (USIP OFF), valid with PAIR_F_SNIP4 */
+	__u32 snip6[4];	 /* its IPv6 SNIP, valid with PAIR_F_SNIP6 */
+	__u16 snat_lo;	 /* SNAT port range of each SNIP, host order, inclusive */
 	__u16 snat_hi;
 	__u8 flags;	 /* PAIR_F_* */
 	__u8 family;	 /* family of addr */
-	__u8 snip_family;
-	__u8 pad;
+	__u8 pad[2];
 };
 
 /* This node's steering configuration (one entry). */

@@ -65,12 +65,15 @@ type Config struct {
 	// Partner is the node id of this node's pair partner; empty means the
 	// pairs are formed from the sorted node ids.
 	Partner string
-	// SNIP is the source address of the pair's USIP OFF flows (both
-	// partners configure the same). The pair's active member source-NATs to
-	// it and announces it to the back peers (a /32 or /128), so replies
-	// follow a takeover. Unset: flows of vservers with a USIP OFF service
-	// are dropped (the data plane counts drop_no_snat).
-	SNIP netip.Addr
+	// SNIPs are the source addresses of the pair's USIP OFF flows, at most
+	// one per family (both partners configure the same). node.yaml `snip:`
+	// takes one address or a list (`snip: [198.18.80.1, fd00::1]`). A flow
+	// is source-NATed to the SNIP of its own family by the pair's active
+	// member, which announces every SNIP to the back peers (a /32 or
+	// /128), so replies follow a takeover. No SNIP of a flow's family: the
+	// flows of vservers with a USIP OFF service are dropped (the data plane
+	// counts drop_no_snat).
+	SNIPs []netip.Addr
 	// BGP is the embedded BGP speaker's configuration.
 	BGP BGP
 	// DrainTime is how long a drain announces GRACEFUL_SHUTDOWN before it

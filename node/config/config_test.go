@@ -87,6 +87,10 @@ func TestErrorsNameTheLine(t *testing.T) {
 		{"return prefix host bits", minimal + "bgp:\n  localAs: 1\n  returnPrefixes: [10.1.2.3/8]\n", ErrInvalid, "line 6: bgp.returnPrefixes[0]: \"10.1.2.3/8\" has host bits set; did you mean 10.0.0.0/8?"},
 		{"bad xdp", minimal + "xdpMode: turbo\n", ErrInvalid, "line 4: xdpMode"},
 		{"bad level", minimal + "log: {level: loud}\n", ErrInvalid, "line 4: log.level"},
+		{"bad snip", minimal + "snip: 198.18.80.300\n", ErrInvalid, "line 4: snip: \"198.18.80.300\" is not an IP address"},
+		{"bad snip in list", minimal + "snip:\n  - 198.18.80.1\n  - fd00::zz\n", ErrInvalid, "line 6: snip[1]: \"fd00::zz\" is not an IP address"},
+		{"two snips of a family", minimal + "snip: [198.18.80.1, fd00::1, 198.18.80.2]\n", ErrInvalid, "line 4: snip[2]: 198.18.80.2: the pair already has the SNIP 198.18.80.1 of that family"},
+		{"snip mapping", minimal + "snip: {a: 1}\n", ErrSyntax, "line 4: snip: must be a list"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.in))
@@ -210,4 +214,24 @@ func FuzzParseCommunity(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSNIPs: snip takes one address (old files) or a list, one per family.
+func TestSNIPs(t *testing.T) {
+	for in, want := range map[string][]netip.Addr{
+		"snip: 198.18.80.1\n":                {netip.MustParseAddr("198.18.80.1")},
+		"snip: fd00:7a6d:80::1\n":            {netip.MustParseAddr("fd00:7a6d:80::1")},
+		"snip: [198.18.80.1, fd00::1]\n":     {netip.MustParseAddr("198.18.80.1"), netip.MustParseAddr("fd00::1")},
+		"snip:\n  - fd00::1\n  - 10.0.0.9\n": {netip.MustParseAddr("fd00::1"), netip.MustParseAddr("10.0.0.9")},
+		"snip: []\n":                         nil,
+	} {
+		c, err := Parse([]byte(minimal + in))
+		if err != nil {
+			t.Errorf("%q: %v", in, err)
+			continue
+		}
+		if !reflect.DeepEqual(c.SNIPs, want) {
+			t.Errorf("%q: SNIPs %v, want %v", in, c.SNIPs, want)
+		}
+	}
 }

@@ -192,6 +192,29 @@ func addr(dst *netip.Addr) func(*yaml.Node, string) error {
 	}
 }
 
+// snips decodes one address or a list of them, at most one per family.
+func snips(dst *[]netip.Addr) func(*yaml.Node, string) error {
+	return func(n *yaml.Node, path string) error {
+		one := func(e *yaml.Node, p string) error {
+			var a netip.Addr
+			if err := addr(&a)(e, p); err != nil {
+				return err
+			}
+			for _, b := range *dst {
+				if b.Is4() == a.Is4() {
+					return errAt(e, p, ErrInvalid, "%v: the pair already has the SNIP %v of that family; give at most one IPv4 and one IPv6 SNIP", a, b)
+				}
+			}
+			*dst = append(*dst, a)
+			return nil
+		}
+		if n.Kind == yaml.ScalarNode && n.Tag != "!!null" {
+			return one(n, path)
+		}
+		return sequence(n, path, one)
+	}
+}
+
 func duration(dst *time.Duration) func(*yaml.Node, string) error {
 	return func(n *yaml.Node, path string) error {
 		s, err := scalar(n, path)
@@ -283,7 +306,7 @@ func (c *Config) decode(root *yaml.Node) error {
 		"interfaces":   {set: c.Interfaces.decode, why: "the data-path interfaces (at least front)"},
 		"memberlist":   {set: c.Memberlist.decode, why: "the gossip bind address and keyring"},
 		"partner":      {set: str(&c.Partner)},
-		"snip":         {set: addr(&c.SNIP)},
+		"snip":         {set: snips(&c.SNIPs)},
 		"bgp":          {set: c.BGP.decode},
 		"drainTime":    {set: duration(&c.DrainTime)},
 		"vipInterface": {set: nonEmpty(&c.VIPInterface)},
