@@ -67,6 +67,12 @@ func BenchmarkTakeover(b *testing.B) {
 				}
 				installed = got
 				st.Close()
+				// A takeover writes flows the table does not hold: empty it
+				// before the next round (overwriting costs the LRU twice
+				// as much as inserting).
+				if it < b.N-1 {
+					clearFlows(b, d)
+				}
 				b.StartTimer()
 			}
 			b.StopTimer()
@@ -91,5 +97,27 @@ func BenchmarkTakeover(b *testing.B) {
 			b.ReportMetric(float64(installed)/per.Seconds(), "flows/s")
 			b.ReportMetric(float64(installed), "installed")
 		})
+	}
+}
+
+// clearFlows deletes every entry of the flow table, in batches.
+func clearFlows(b *testing.B, d *Datapath) {
+	b.Helper()
+	var (
+		k    lbFlowKey
+		v    lbFlow
+		keys []lbFlowKey
+	)
+	it := d.objs.Flows.Iterate()
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	if err := it.Err(); err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < len(keys); i += 65536 {
+		if _, err := d.objs.Flows.BatchDelete(keys[i:min(len(keys), i+65536)], nil); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
