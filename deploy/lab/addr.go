@@ -18,13 +18,15 @@ import (
 //	198.18.(16+i).0/24 front link of node i: rfront .1, node .2
 //	198.18.(32+i).0/24 back link of node i: rback .1, node .2
 //	198.18.64.0/24    backend LAN (a bridge in rback): rback .1, backend j .(10+j)
-//	198.18.80.0/24    SNIPs: pair k (nodes 2k-1, 2k) is .k
+//	198.18.80.0/24    SNIPs: pair k (nodes 2k-1, 2k) is .k and fd00:7a6d:0:80::k
 var (
 	// VIPRange4 and VIPRange6 hold the VIPs the front router accepts.
 	VIPRange4 = netip.MustParsePrefix("198.19.0.0/24")
 	VIPRange6 = netip.MustParsePrefix("fd00:7a6d:ff::/64")
-	// SNIPRange4 holds the pairs' SNIPs, which the back router accepts.
+	// SNIPRange4 and SNIPRange6 hold the pairs' SNIPs, which the back
+	// router accepts.
 	SNIPRange4 = prefix4(subnetSNIPs)
+	SNIPRange6 = prefix6(subnetSNIPs)
 )
 
 const (
@@ -105,12 +107,11 @@ func (c Config) BackendAddrs() []netip.Addr {
 	return out
 }
 
-// SNIP is the source address of the USIP OFF flows of node i's pair
-// (pair k = nodes 2k-1 and 2k, a lone last node its own): both members
-// configure it, the member owning the pair's flows announces it to the
-// back router. IPv4 only: tandemd takes one SNIP per pair (node.yaml
-// snip), so USIP OFF vservers are IPv4 in the lab.
-func SNIP(i int) netip.Addr { return addr4(subnetSNIPs, (i+1)/2) }
+// SNIP is the source address of the USIP OFF flows of node i's pair, one
+// per family (pair k = nodes 2k-1 and 2k, a lone last node its own): both
+// members configure them (node.yaml snip), the member owning the pair's
+// flows announces both to the back router.
+func SNIP(i int) Pair { return pair(subnetSNIPs, (i+1)/2) }
 
 // NodeName is node i's id: n1, n2, ...
 func NodeName(i int) string { return fmt.Sprintf("n%d", i) }

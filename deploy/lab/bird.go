@@ -117,7 +117,7 @@ func (c Config) BackBIRD() ([]byte, error) {
 	d := birdData{
 		Lab: c.Name, Role: "back", What: "ECMP over the nodes for the return prefixes (the clients); each pair's SNIP from its owning member",
 		RouterID: BackendGateway().V4, LocalAS: c.BackAS,
-		Accept4: []netip.Prefix{c4, SNIPRange4}, Accept6: []netip.Prefix{c6},
+		Accept4: []netip.Prefix{c4, SNIPRange4}, Accept6: []netip.Prefix{c6, SNIPRange6},
 	}
 	for i := 1; i <= c.Nodes; i++ {
 		d.Peers = append(d.Peers,

@@ -28,11 +28,11 @@ func TestClusterYAMLValid(t *testing.T) {
 	if err := cc.Validate(); err != nil {
 		t.Fatalf("the lab's cluster.yaml breaks rules: %v", err)
 	}
-	if len(cc.VServers) != 7 || len(cc.Services) != 5*c.Backends || len(cc.Bindings) != 7*c.Backends {
+	if len(cc.VServers) != 8 || len(cc.Services) != 6*c.Backends || len(cc.Bindings) != 8*c.Backends {
 		t.Fatalf("%d vservers, %d services, %d bindings", len(cc.VServers), len(cc.Services), len(cc.Bindings))
 	}
 	for _, vs := range cc.VServers {
-		wantVIP := c.VIPs[map[string]int{"st4": 0, "st6": 1, "sf4": 2, "sf6": 3, "sl4": 2, "sl6": 3, "su4": 2}[vs.Name]]
+		wantVIP := c.VIPs[map[string]int{"st4": 0, "st6": 1, "sf4": 2, "sf6": 3, "sl4": 2, "sl6": 3, "su4": 2, "su6": 3}[vs.Name]]
 		wantPort := map[string]uint16{"sl": 81, "su": 82}[vs.Name[:2]]
 		if wantPort == 0 {
 			wantPort = 80
@@ -45,9 +45,9 @@ func TestClusterYAMLValid(t *testing.T) {
 			t.Errorf("vserver %s: connFailover %s", vs.Name, vs.ConnFailover)
 		}
 	}
-	// USIP OFF exactly on su4's services.
+	// USIP OFF exactly on su4's and su6's services.
 	for _, s := range cc.Services {
-		if s.USIP == strings.HasSuffix(s.Name, "-su4") {
+		if s.USIP == (strings.HasSuffix(s.Name, "-su4") || strings.HasSuffix(s.Name, "-su6")) {
 			t.Errorf("service %s: usip %v", s.Name, s.USIP)
 		}
 	}

@@ -82,8 +82,8 @@ func TestNodeYAMLParsesAsNodeConfig(t *testing.T) {
 		if nc.Partner != wantPartner {
 			t.Errorf("node %d: partner %q, want %q", i, nc.Partner, wantPartner)
 		}
-		if nc.SNIP != SNIP(i) {
-			t.Errorf("node %d: snip %v, want %v", i, nc.SNIP, SNIP(i))
+		if want := []netip.Addr{SNIP(i).V4, SNIP(i).V6}; !slices.Equal(nc.SNIPs, want) {
+			t.Errorf("node %d: snip %v, want %v", i, nc.SNIPs, want)
 		}
 		if nc.Interfaces != (config.Interfaces{Front: NodeIfFront, Back: NodeIfBack, Backplane: NodeIfBackplane}) {
 			t.Errorf("node %d: interfaces %+v", i, nc.Interfaces)
@@ -170,15 +170,18 @@ func TestAddressPlan(t *testing.T) {
 		add("gateway", p.V6)
 	}
 	for a, what := range seen {
-		if SNIPRange4.Contains(a) {
-			t.Errorf("%s %v inside the SNIP range %v", what, a, SNIPRange4)
+		if SNIPRange4.Contains(a) || SNIPRange6.Contains(a) {
+			t.Errorf("%s %v inside the SNIP ranges %v %v", what, a, SNIPRange4, SNIPRange6)
 		}
 	}
 	for i := 1; i <= c.Nodes; i++ {
 		s := SNIP(i)
-		if !SNIPRange4.Contains(s) || s != SNIP(c.Partner(i)) && c.Partner(i) != 0 || i > 2 && s == SNIP(1) {
-			t.Errorf("node %d: SNIP %v (partner's %v): one per pair, in %v", i, s, SNIP(c.Partner(i)), SNIPRange4)
+		if !SNIPRange4.Contains(s.V4) || !SNIPRange6.Contains(s.V6) || s != SNIP(c.Partner(i)) && c.Partner(i) != 0 || i > 2 && (s.V4 == SNIP(1).V4 || s.V6 == SNIP(1).V6) {
+			t.Errorf("node %d: SNIP %v (partner's %v): one per family per pair, in %v and %v", i, s, SNIP(c.Partner(i)), SNIPRange4, SNIPRange6)
 		}
+	}
+	if s := SNIP(3); s.V4.String() != "198.18.80.2" || s.V6.String() != "fd00:7a6d:0:80::2" {
+		t.Errorf("pair 2's SNIPs %v %v", s.V4, s.V6)
 	}
 	if got := NodeFront(1); got.V4.String() != "198.18.17.2" || got.V6.String() != "fd00:7a6d:0:17::2" {
 		t.Errorf("node 1 front %v %v: the families must read alike", got.V4, got.V6)

@@ -34,7 +34,7 @@ type nodeData struct {
 	HoldTime, Keepalive string
 	Peers               []nodePeer
 	Return              []netip.Prefix
-	SNIP                netip.Addr
+	SNIP                Pair
 	Front, Back, BP     string
 	Socket, State       string
 }
@@ -53,7 +53,7 @@ memberlist:
 {{- if .Partner}}
 partner: {{.Partner}}
 {{- end}}
-snip: {{.SNIP}}
+snip: [{{.SNIP.V4}}, {{.SNIP.V6}}]
 bgp:
   localAs: {{.AS}}
   routerId: {{.Bind}}

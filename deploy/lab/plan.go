@@ -148,8 +148,9 @@ func (p *planner) guard(ns string, c4, c6 netip.Prefix) {
     iifname %q ip daddr %s drop
     iifname %q ip6 daddr %s drop
     iifname %q ip daddr %s drop
+    iifname %q ip6 daddr %s drop
   }
-}`, guardTable, VIPRange4, VIPRange6, NodeIfBack, c4, NodeIfBack, c6, NodeIfBack, SNIPRange4)
+}`, guardTable, VIPRange4, VIPRange6, NodeIfBack, c4, NodeIfBack, c6, NodeIfBack, SNIPRange4, NodeIfBack, SNIPRange6)
 	p.add("guard of "+ns+": its stack never answers for a VIP", nsExec(ns, "nft", "list", "table", "inet", guardTable),
 		nsExec(ns, "nft", rules))
 }

@@ -220,12 +220,15 @@ func TestConfigValidate(t *testing.T) {
 	}
 	want := "stateless 198.19.0.10:80 100/50,stateless [fd00:7a6d:ff::10]:80 100/50," +
 		"stateful 198.19.0.11:80 20/10,stateful 198.19.0.11:81 20/10,stateful-usipoff 198.19.0.11:82 20/10," +
-		"stateful [fd00:7a6d:ff::11]:80 20/10,stateful [fd00:7a6d:ff::11]:81 20/10"
+		"stateful [fd00:7a6d:ff::11]:80 20/10,stateful [fd00:7a6d:ff::11]:81 20/10,stateful-usipoff [fd00:7a6d:ff::11]:82 20/10"
 	if strings.Join(got, ",") != want {
 		t.Errorf("stateful targets\n%s\nwant\n%s", strings.Join(got, ","), want)
 	}
 	if snat := fmt.Sprint(sf.Targets[4].SNAT); snat != "[198.18.80.1 198.18.80.2]" {
 		t.Errorf("USIP OFF target's SNAT %s, want the SNIPs of pairs 1 and 2", snat)
+	}
+	if snat := fmt.Sprint(sf.Targets[7].SNAT); snat != "[fd00:7a6d:0:80::1 fd00:7a6d:0:80::2]" {
+		t.Errorf("IPv6 USIP OFF target's SNAT %s, want the IPv6 SNIPs of pairs 1 and 2", snat)
 	}
 	for _, tc := range []struct {
 		name string
@@ -354,7 +357,8 @@ func startLab(t *testing.T, cfg Config) (*Runner, context.Context) {
 // failover: one lab of 4 tandemd nodes (pairs n1-n2, n3-n4), 20 TCP flows
 // and 10 UDP sessions through each stateful vserver (ROUNDROBIN on port
 // 80 and LEASTCONNECTION on port 81, IPv4 and IPv6, USIP ON; ROUNDROBIN
-// with USIP OFF on port 82, IPv4: the backends see the pair's SNIP)
+// with USIP OFF on port 82, IPv4 and IPv6: the backends see the pair's
+// SNIP of the flow's family)
 // beside 40 TCP + 20 UDP per family through the stateless ones, and the
 // scenarios kill9, freeze and linkdown of the active member of the pair
 // owning the most stateful flows (every flow kept, none corrupt), then
@@ -377,8 +381,8 @@ func TestChaosStateful(t *testing.T) {
 			for _, row := range res.Rows() {
 				modes[row.Mode+" "+row.Family+" "+row.Proto] = true
 			}
-			if len(modes) != 10 {
-				t.Errorf("%s: rows %v, want stateless and stateful IPv4 and IPv6, stateful-usipoff IPv4, TCP and UDP", sc, modes)
+			if len(modes) != 12 {
+				t.Errorf("%s: rows %v, want stateless, stateful and stateful-usipoff, IPv4 and IPv6, TCP and UDP", sc, modes)
 			}
 		}
 		if err != nil {

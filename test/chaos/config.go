@@ -98,8 +98,9 @@ type Config struct {
 	// Stateful adds to the default targets the lab's stateful vservers
 	// (deploy/lab's cluster.yaml), mode "stateful": on the second VIP of
 	// each family, port 80 (ROUNDROBIN) and port 81 (LEASTCONNECTION),
-	// and mode "stateful-usipoff" on port 82 of the IPv4 one (ROUNDROBIN,
-	// USIP OFF: the backends must see a pair's SNIP, the same all along),
+	// and mode "stateful-usipoff" on port 82 of both (ROUNDROBIN, USIP
+	// OFF: the backends must see a pair's SNIP of the flow's family, the
+	// same all along),
 	// with StatefulTCPFlows and StatefulUDPFlows each. It also makes the
 	// victim of kill9, freeze, linkdown and pairloss the active member of
 	// the pair owning the most stateful flows. Default false.
@@ -162,14 +163,16 @@ func (c *Config) setDefaults() {
 					c.Targets = append(c.Targets, traffic.Target{Mode: ModeStateful,
 						Addr: netip.AddrPortFrom(fam[1], port), TCPFlows: c.StatefulTCPFlows, UDPFlows: c.StatefulUDPFlows})
 				}
-				if fam[1].Is4() {
-					var snips []netip.Addr
-					for i := 1; i <= c.Lab.Nodes; i += 2 {
-						snips = append(snips, lab.SNIP(i))
+				var snips []netip.Addr
+				for i := 1; i <= c.Lab.Nodes; i += 2 {
+					s := lab.SNIP(i).V4
+					if fam[1].Is6() {
+						s = lab.SNIP(i).V6
 					}
-					c.Targets = append(c.Targets, traffic.Target{Mode: ModeStatefulSNAT,
-						Addr: netip.AddrPortFrom(fam[1], 82), TCPFlows: c.StatefulTCPFlows, UDPFlows: c.StatefulUDPFlows, SNAT: snips})
+					snips = append(snips, s)
 				}
+				c.Targets = append(c.Targets, traffic.Target{Mode: ModeStatefulSNAT,
+					Addr: netip.AddrPortFrom(fam[1], 82), TCPFlows: c.StatefulTCPFlows, UDPFlows: c.StatefulUDPFlows, SNAT: snips})
 			}
 		}
 	}
