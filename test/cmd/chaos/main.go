@@ -7,9 +7,9 @@
 //	chaos scenario=kill9 mode=stateless flows=300 kept=300 broken=0 corrupt=0 moved=37 max_stall_ms=1200
 //
 // It tears the lab down at the end, also on failure or Ctrl-C (unless
-// -keep). With -demo it configures the vservers with clusterctl commands
-// it prints (instead of applying the lab's cluster.yaml) and runs kill9
-// only: this is "make demo".
+// -keep). With -demo it configures the stateless vservers with clusterctl
+// commands it prints, then applies the lab's cluster.yaml for the stateful
+// ones (unless -stateful=false), and runs kill9 only: this is "make demo".
 //
 //	chaos -bin bin [-scenarios kill9,freeze,linkdown,drain,rolling,pairloss,synack] [-each] [-demo] [-tcp 100 -udp 50] [-stateful=false]
 //
@@ -56,10 +56,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	name := fs.String("name", "tchaos", "lab name (namespaces NAME-client, NAME-n1, ...)")
 	bin := fs.String("bin", "bin", "directory holding tandemd, clusterctl and labbackend")
 	list := fs.String("scenarios", "", "comma-separated scenarios (default: all; with -demo: kill9)")
-	demo := fs.Bool("demo", false, "configure the stateless vservers with printed clusterctl commands and run kill9")
+	demo := fs.Bool("demo", false, "configure the stateless vservers with printed clusterctl commands, the stateful ones from the lab's cluster.yaml, and run kill9")
 	tcp := fs.Int("tcp", 100, "TCP flows per IP family")
 	udp := fs.Int("udp", 50, "UDP sessions per IP family")
-	stateful := fs.Bool("stateful", true, "also keep flows through the stateful vservers (ROUNDROBIN and LEASTCONNECTION, mode stateful; USIP OFF, mode stateful-usipoff) and add pairloss and synack to the default scenarios; ignored with -demo")
+	stateful := fs.Bool("stateful", true, "also keep flows through the stateful vservers (ROUNDROBIN and LEASTCONNECTION, mode stateful; USIP OFF, mode stateful-usipoff) and add pairloss and synack to the default scenarios (not with -demo)")
 	sfTCP := fs.Int("stateful-tcp", 20, "TCP flows per stateful vserver")
 	sfUDP := fs.Int("stateful-udp", 10, "UDP sessions per stateful vserver")
 	each := fs.Bool("each", false, "run kill9, freeze and linkdown once per node, each node in turn")
@@ -88,9 +88,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		scenarios = append(chaos.AllScenarios(), chaos.PairLoss, chaos.SynAck)
 	default:
 		scenarios = chaos.AllScenarios()
-	}
-	if *demo {
-		*stateful = false
 	}
 	abs := func(p string) string { a, _ := filepath.Abs(filepath.Join(*bin, p)); return a }
 	level := slog.LevelWarn
@@ -141,9 +138,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "chaos:", err)
 			return 2
 		}
-	} else if err := r.Apply(ctx); err != nil {
-		fmt.Fprintln(stderr, "chaos: applying the lab's cluster.yaml:", err)
-		return 2
+	}
+	if *demo && *stateful {
+		// The same stateless vservers again (apply leaves them as they
+		// are) and the stateful ones.
+		fmt.Fprintf(stdout, "$ clusterctl apply -f %s   # adds the STATEFUL vservers sf, sl (USIP ON) and su (USIP OFF)\n", r.Config().Lab.ClusterYAMLPath())
+	}
+	if !*demo || *stateful {
+		if err := r.Apply(ctx); err != nil {
+			fmt.Fprintln(stderr, "chaos: applying the lab's cluster.yaml:", err)
+			return 2
+		}
 	}
 	if err := r.WaitReady(ctx); err != nil {
 		fmt.Fprintln(stderr, "chaos: lab not ready:", err)
@@ -255,6 +260,9 @@ func configureDemo(ctx context.Context, r *chaos.Runner, stdout io.Writer) error
 	cfg := r.Config()
 	var cmds [][]string
 	for _, t := range cfg.Targets {
+		if t.Mode != chaos.ModeStateless {
+			continue
+		}
 		vs := "st4"
 		if t.Addr.Addr().Is6() {
 			vs = "st6"
