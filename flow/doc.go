@@ -93,10 +93,12 @@
 // reaching a node without that entry are steered by (destination,
 // destination port), the same owner key, so both directions meet at the
 // owner whatever the routers' ECMP does. USIP OFF (VServer.SNAT): the
-// source becomes the owner pair's SNIP and a free port of its range (the
-// reply entry is (backend, SNIP:port), taken with BPF_NOEXIST); replies to a
-// SNIP are routed to the pair's active member, which announces it, and are
-// never steered.
+// source becomes the owner pair's SNIP of the packet's family (Pair.SNIPs:
+// at most one IPv4 and one IPv6; none of that family: ReasonDropNoSNAT)
+// and a free port of the pair's range, which each SNIP has whole (the
+// reply entry is (backend, SNIP:port), taken with BPF_NOEXIST); replies to
+// a SNIP are routed to the pair's active member, which announces its
+// SNIPs, and are never steered.
 //
 // New and closed flows of mirrored vservers (VServer.Mirror, connFailover
 // STATEFUL) are written to a BPF ring buffer (Events); a full ring is

@@ -24,13 +24,13 @@ func TestDeployNodeYAML(t *testing.T) {
 	}
 	if c.NodeID != "n1" || c.Interfaces.Back == "" || c.Interfaces.Backplane == "" || c.Partner == "" ||
 		len(c.BGP.Peers) != 3 || len(c.BGP.ReturnPrefixes) != 2 || len(c.BGP.Communities) != 1 ||
-		c.API.TCP == nil || c.API.TCP.TokenFile == "" || c.Metrics.Listen == "" || c.XDPMode != config.XDPNative {
+		c.API.TCP == nil || c.API.TCP.TokenFile == "" || c.Metrics.Listen == "" || c.XDPMode != config.XDPNative || len(c.SNIPs) != 2 {
 		t.Errorf("deploy/node.yaml parsed as %+v: an example setting is missing", c)
 	}
 	// Every key node/config knows appears in the example (tls commented
 	// out, as the TCP API takes a token or mutual TLS, not both).
 	for _, key := range []string{"nodeId", "front:", "back:", "backplane:", "bindAddr", "bindPort", "seeds", "keyringFile",
-		"partner:", "localAs", "routerId", "listenPort", "communities", "returnPrefixes", "peers", "address:", "as:",
+		"partner:", "snip:", "localAs", "routerId", "listenPort", "communities", "returnPrefixes", "peers", "address:", "as:",
 		"holdTime", "keepalive", "announce", "drainTime", "vipInterface", "socket:", "tcp:", "listen:", "tokenFile",
 		"tls:", "cert:", "key:", "clientCa:", "metrics:", "stateDir", "format:", "level:", "xdpMode"} {
 		if !strings.Contains(string(b), key) {
