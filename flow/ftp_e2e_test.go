@@ -60,6 +60,12 @@ func newFTPLab(t *testing.T, size int) *ftpLab {
 		ns.Sysctl("net.ipv6.conf.all.accept_dad", "0")
 		ns.Sysctl("net.ipv6.conf.default.accept_dad", "0")
 	}
+	// The backends' own ports (an active data connection of the USIP OFF
+	// instance, which connects from any port) stay out of the passive
+	// ranges (30000-33099): the checks below tell the two apart by port.
+	for _, b := range backends {
+		b.Sysctl("net.ipv4.ip_local_port_range", "40000 60999")
+	}
 	node.Sysctl("net.ipv4.ip_forward", "1")
 	node.Sysctl("net.ipv6.conf.all.forwarding", "1")
 	netns.Veth(t, client, "tfc0", node, "tfn0")
