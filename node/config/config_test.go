@@ -151,6 +151,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimal + "bgp: {localAs: 1, peers: [{address: \"::1\", as: 2}]}\n"))
 	f.Add([]byte("a: &x {b: 1}\nc: *x\n"))
 	f.Add([]byte("nodeId: ~\n"))
+	f.Add([]byte(minimal + "snip: [198.18.80.1, \"fd00::1\"]\n"))
+	f.Add([]byte(minimal + "snip: 198.18.80.1\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Parse(b)
 		if err != nil {
@@ -169,6 +171,9 @@ func FuzzParse(f *testing.F) {
 			if p.HoldTime != 0 && p.Keepalive >= p.HoldTime {
 				t.Fatalf("accepted keepalive >= hold time: %+v", p)
 			}
+		}
+		if len(c.SNIPs) > 2 || len(c.SNIPs) == 2 && c.SNIPs[0].Is4() == c.SNIPs[1].Is4() {
+			t.Fatalf("accepted SNIPs %v: at most one per family", c.SNIPs)
 		}
 	})
 }
