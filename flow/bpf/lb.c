@@ -1360,6 +1360,19 @@ static __always_inline void emit(__u8 type, const struct flow_key *fk, const str
 		count(REASON_EVENT_LOST);
 }
 
+/* rflow_set fills a reply entry: replies of the flow client:cport ->
+ * vip:vport of vserver vs_id, served by backend be_id. */
+static __always_inline void rflow_set(struct rflow *rf, const __u32 *client, const __u32 *vip,
+				      __u16 cport, __u16 vport, __u32 vs_id, __u32 be_id)
+{
+	__builtin_memcpy(rf->client, client, 16);
+	__builtin_memcpy(rf->vip, vip, 16);
+	rf->client_port = cport;
+	rf->vport = vport;
+	rf->vs_id = vs_id;
+	rf->backend_id = be_id;
+}
+
 static __always_inline void conns_add(__u32 be_id, __s64 d)
 {
 	__s64 *c = bpf_map_lookup_elem(&be_conns, &be_id);
@@ -1619,12 +1632,7 @@ HANDLER int handle_owned(struct xdp_md *ctx, struct pkt *p, struct vserver *vs, 
 			struct rflow rf = {};
 			struct flow_key rk = {};
 
-			__builtin_memcpy(rf.client, p->src, 16);
-			__builtin_memcpy(rf.vip, p->dst, 16);
-			rf.client_port = p->sport;
-			rf.vport = p->dport;
-			rf.vs_id = vs_id;
-			rf.backend_id = be_id;
+			rflow_set(&rf, p->src, p->dst, p->sport, p->dport, vs_id, be_id);
 			if (vs->flags & VS_F_SNAT) {
 				const __u32 *snip = pair_snip(pr, p->family);
 				__u16 sp;
@@ -1776,12 +1784,7 @@ HANDLER int handle_owned_reply(struct xdp_md *ctx, struct pkt *p, __u32 vs_hint,
 		{
 			struct rflow nrf = {};
 
-			__builtin_memcpy(nrf.client, client, 16);
-			__builtin_memcpy(nrf.vip, vip, 16);
-			nrf.client_port = cport;
-			nrf.vport = vport;
-			nrf.vs_id = vs_id;
-			nrf.backend_id = be_id;
+			rflow_set(&nrf, client, vip, cport, vport, vs_id, be_id);
 			bpf_map_update_elem(&rflows, &rk, &nrf, BPF_NOEXIST);
 		}
 	}
@@ -2006,12 +2009,7 @@ HANDLER int handle_ftp_data(struct xdp_md *ctx, struct pkt *p, int steered)
 	nf.owner = pr ? pr->id : 0;
 	nf.created_ns = now;
 	nf.seen_ns = now;
-	__builtin_memcpy(rf.client, p->src, 16);
-	__builtin_memcpy(rf.vip, p->dst, 16);
-	rf.client_port = p->sport;
-	rf.vport = p->dport;
-	rf.vs_id = vs_id;
-	rf.backend_id = be_id;
+	rflow_set(&rf, p->src, p->dst, p->sport, p->dport, vs_id, be_id);
 	if (vs->flags & VS_F_SNAT) {
 		const __u32 *snip = pair_snip(pr, p->family);
 		__u16 sp = 0;
@@ -2124,12 +2122,7 @@ HANDLER int handle_ftp_data_reply(struct xdp_md *ctx, struct pkt *p, int steered
 			    be->addr[2] != p->src[2] || be->addr[3] != p->src[3])
 				continue;
 			vs_id = f->vs_id;
-			__builtin_memcpy(rf.client, fk.src, 16);
-			__builtin_memcpy(rf.vip, fk.dst, 16);
-			rf.client_port = fk.sport;
-			rf.vport = fk.dport;
-			rf.vs_id = vs_id;
-			rf.backend_id = f->backend_id;
+			rflow_set(&rf, fk.src, fk.dst, fk.sport, fk.dport, vs_id, f->backend_id);
 			bpf_map_update_elem(&rflows, &rk, &rf, BPF_NOEXIST);
 			return OWNED_REPLY_CODE(vs_id & VS_NONE) | OWNED_REPLY_DATA;
 		}
@@ -2164,12 +2157,7 @@ HANDLER int handle_ftp_data_reply(struct xdp_md *ctx, struct pkt *p, int steered
 	nf.owner = pr ? pr->id : 0;
 	nf.created_ns = now;
 	nf.seen_ns = now;
-	__builtin_memcpy(rf.client, p->dst, 16);
-	__builtin_memcpy(rf.vip, x.to, 16);
-	rf.client_port = p->dport;
-	rf.vport = p->sport;
-	rf.vs_id = vs_id;
-	rf.backend_id = be_id;
+	rflow_set(&rf, p->dst, x.to, p->dport, p->sport, vs_id, be_id);
 	bpf_map_update_elem(&rflows, &rk, &rf, BPF_ANY);
 	bpf_map_update_elem(&flows, &fk, &nf, BPF_ANY);
 	conns_add(be_id, 1);
