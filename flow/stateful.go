@@ -470,26 +470,30 @@ func (d *Datapath) InstallFlows(entries []standby.Entry, owner uint32) (int, err
 		if vs.Mirror {
 			v.Flags |= FlowFlagMirror
 		}
+		snat := e.SNAT.Addr().IsValid()
+		if snat {
+			v.Flags |= FlowFlagSNAT
+			v.Snat, _ = addrWords(e.SNAT.Addr())
+			v.SnatPort = htons(e.SNAT.Port())
+		} else {
+			v.Flags &^= FlowFlagSNAT
+		}
 		// Reply entries only for source-NATed flows, and for flows whose
 		// service's reverse entry names another vserver (a stateful
 		// service may be bound to several): a reply to the client's own
 		// address finds its flow from the service's reverse entry (lb.c,
 		// handle_owned_reply), which records the reply entry then. Half
 		// the kernel's work of a takeover is saved.
-		if !e.SNAT.Addr().IsValid() && !d.reverseNames(ba, e.Backend.Port(), e.Proto, e.VServerID) {
+		if snat || !d.reverseNames(ba, e.Backend.Port(), e.Proto, e.VServerID) {
 			bw, _ := addrWords(ba)
-			rkeys = append(rkeys, lbFlowKey{Src: bw, Sport: htons(e.Backend.Port()), Dst: src, Dport: k.Sport, Proto: e.Proto, Family: fam})
-			rvals = append(rvals, lbRflow{Client: src, Vip: dst, ClientPort: k.Sport, Vport: k.Dport, VsId: e.VServerID, BackendId: beID})
-		}
-		if e.SNAT.Addr().IsValid() {
-			v.Flags |= FlowFlagSNAT
-			v.Snat, _ = addrWords(e.SNAT.Addr())
-			v.SnatPort = htons(e.SNAT.Port())
-			bw, _ := addrWords(ba)
-			rkeys = append(rkeys, lbFlowKey{Src: bw, Sport: htons(e.Backend.Port()), Dst: v.Snat, Dport: v.SnatPort, Proto: e.Proto, Family: fam})
-			rvals = append(rvals, lbRflow{Client: src, Vip: dst, ClientPort: k.Sport, Vport: k.Dport, VsId: e.VServerID, BackendId: beID, Flags: FlowFlagSNAT})
-		} else {
-			v.Flags &^= FlowFlagSNAT
+			rk := lbFlowKey{Src: bw, Sport: htons(e.Backend.Port()), Dst: src, Dport: k.Sport, Proto: e.Proto, Family: fam}
+			rv := lbRflow{Client: src, Vip: dst, ClientPort: k.Sport, Vport: k.Dport, VsId: e.VServerID, BackendId: beID}
+			if snat {
+				rk.Dst, rk.Dport = v.Snat, v.SnatPort
+				rv.Flags = FlowFlagSNAT
+			}
+			rkeys = append(rkeys, rk)
+			rvals = append(rvals, rv)
 		}
 		keys = append(keys, k)
 		vals = append(vals, v)
