@@ -3,7 +3,7 @@
 # it asks apt only for what is missing.
 set -euo pipefail
 
-pkgs=(clang llvm libbpf-dev bird2 ethtool iproute2 nftables tcpdump openssl iperf3 curl)
+pkgs=(clang llvm libbpf-dev bird2 ethtool iproute2 nftables tcpdump openssl iperf3 curl vsftpd)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

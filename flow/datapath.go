@@ -186,6 +186,8 @@ type Datapath struct {
 	ftpRev  map[reverseID]bool // reverse entries that hold a reference in ftpRefs
 	// the hit path's configuration generation and address filter (fast.go)
 	fast fastState
+	// InstallRecords' buffers (install.go)
+	install installScratch
 }
 
 type reverseID struct {

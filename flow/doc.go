@@ -103,9 +103,13 @@
 // New and closed flows of mirrored vservers (VServer.Mirror, connFailover
 // STATEFUL) are written to a BPF ring buffer (Events); a full ring is
 // counted (ReasonEventLost) and healed by the mirror's periodic refresh,
-// which reads the flow table in batches (OwnedFlows). A takeover writes the
-// partner's mirrored flows and their reply entries with one batch update
-// per map and batch (InstallFlows).
+// which reads the flow table in batches (OwnedFlows). A takeover
+// (InstallRecords, through Installer) reads the standby store's records in
+// place and writes the partner's mirrored flows, and the reply entries of
+// those that need one, with one batch update per map, batch and writer, two
+// writers in parallel. BenchmarkTakeover on this machine: 1,000,000 USIP ON
+// flows in 0.75-0.82 s, 100,000 in 0.06 s; 1,000,000 USIP OFF flows, each
+// with its reply entry, in 1.21-1.28 s.
 //
 // # FTP (ftp.go; ftp_alg, handle_ftp_data, handle_ftp_data_reply in lb.c)
 //

@@ -327,6 +327,11 @@ func (d *Datapath) InstallExpectations(entries []standby.Entry) (int, error) {
 	if d.objs == nil {
 		return 0, ErrClosed
 	}
+	return d.installExpectations(entries)
+}
+
+// installExpectations is InstallExpectations with d.mu held.
+func (d *Datapath) installExpectations(entries []standby.Entry) (int, error) {
 	now, mono := time.Now(), monoNow()
 	dataBE := make(map[netip.Addr]uint32)
 	for id, b := range d.backends {

@@ -518,30 +518,6 @@ func TestFTPTakeover(t *testing.T) {
 	}
 }
 
-// ftpInstaller installs a takeover like the node does: expectations into
-// the expectations table, flows into the flow table.
-type ftpInstaller struct {
-	d              *Datapath
-	flows, expects int
-}
-
-func (in *ftpInstaller) InstallBatch(entries []standby.Entry) error {
-	var flows []standby.Entry
-	for _, e := range entries {
-		if !IsExpectation(&e) {
-			flows = append(flows, e)
-		}
-	}
-	n, err := in.d.InstallFlows(flows, 1)
-	in.flows += n
-	if err != nil {
-		return err
-	}
-	n, err = in.d.InstallExpectations(entries)
-	in.expects += n
-	return err
-}
-
 // TestFTPMirrorExpectations: an expectation of a mirrored FTP vserver is
 // reported on the events ring and listed for the bulk sync as a mirror
 // entry; carried through the standby store (records, TTL) it is installed
@@ -599,12 +575,14 @@ func TestFTPMirrorExpectations(t *testing.T) {
 
 				partner := ftpEnv(t)
 				partner.ownPairs()
-				in := &ftpInstaller{d: partner.dp}
+				// the node's installer: flows into the flow table,
+				// expectations into the expectations table
+				in := &Installer{D: partner.dp, Owner: 1}
 				if _, err := store.Takeover("owner", in); err != nil {
 					t.Fatal(err)
 				}
-				if in.flows != 1 || in.expects != 1 {
-					t.Fatalf("installed %d flows and %d expectations, want 1 and 1", in.flows, in.expects)
+				if xs := partner.expectations(t); in.Installed != 1 || len(xs) != 1 {
+					t.Fatalf("installed %d flows and %d expectations, want 1 and 1", in.Installed, len(xs))
 				}
 				if passive {
 					dc := netip.AddrPortFrom(c.client.Addr(), 50000)

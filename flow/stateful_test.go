@@ -783,3 +783,89 @@ func TestInstallFlowsSharedService(t *testing.T) {
 	e.expectForward(t, tcpFrame(e.macA, neighMACFor(be.Addr()), be, client, tcpACK, []byte("ok")),
 		tcpFrame(neighMACFor(client.Addr()), e.macB, vip, client, tcpACK, []byte("ok")))
 }
+
+// TestInstallRecords: the node's takeover path. Records as the standby
+// store holds them are installed in place, their vserver ids mapped from
+// the cluster's to the data plane's; records with an unmapped id or that
+// are not valid are skipped; a batch large enough to be split between two
+// writers lands whole, every flow with its backend, vserver, owner and
+// SNAT, and reply entries exactly for the source-NATed flows.
+func TestInstallRecords(t *testing.T) {
+	e := statefulEnv(t)
+	e.ownPairs()
+	ids := map[uint32]uint32{100: vsRR, 101: vsRR6, 102: vsSNAT}
+	type want struct {
+		be, vs uint32
+		snat   netip.AddrPort
+	}
+	wants := make(map[lbFlowKey]want)
+	var recs []standby.Record
+	add := func(en standby.Entry, w *want) {
+		var r standby.Record
+		e.must(en.Encode(&r))
+		recs = append(recs, r)
+		if w != nil {
+			src, fam := addrWords(en.Client.Addr())
+			dst, _ := addrWords(en.VIP.Addr())
+			wants[lbFlowKey{Src: src, Dst: dst, Sport: htons(en.Client.Port()), Dport: htons(en.VIP.Port()), Proto: en.Proto, Family: fam}] = *w
+		}
+	}
+	for i := range 600 {
+		c := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)}), uint16(20000+i))
+		be, id := ap("10.1.0.10:9090"), uint32(8)
+		if i%2 == 1 {
+			be, id = ap("10.1.0.11:9090"), 9
+		}
+		add(standby.Entry{Proto: standby.ProtoTCP, Client: c, VIP: ap("10.100.0.7:80"), Backend: be, VServerID: 100, Flags: FlowFlagOwned | FlowFlagMirror}, &want{be: id, vs: vsRR})
+	}
+	for i := range 200 {
+		c := netip.AddrPortFrom(netip.AddrFrom16([16]byte{0xfd, 0x02, 14: byte(i >> 8), 15: byte(i)}), uint16(30000+i))
+		add(standby.Entry{Proto: standby.ProtoTCP, Client: c, VIP: ap("[fd64::2]:80"), Backend: ap("[fd01::11]:9090"), VServerID: 101, Flags: FlowFlagOwned | FlowFlagMirror}, &want{be: 11, vs: vsRR6})
+	}
+	for i := range 100 {
+		c := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 3, 0, byte(i)}), 40000)
+		snat := netip.AddrPortFrom(ip(snipStr), uint16(41000+i))
+		add(standby.Entry{Proto: standby.ProtoTCP, Client: c, VIP: ap("10.100.0.8:80"), Backend: ap("10.1.0.10:9090"), SNAT: snat, VServerID: 102, Flags: FlowFlagOwned | FlowFlagSNAT}, &want{be: 8, vs: vsSNAT, snat: snat})
+	}
+	// not installed: a vserver id the map lacks, an unknown backend, a
+	// record that is not valid
+	add(standby.Entry{Proto: standby.ProtoTCP, Client: ap("10.4.0.1:1000"), VIP: ap("10.100.0.7:80"), Backend: ap("10.1.0.10:9090"), VServerID: vsRR}, nil)
+	add(standby.Entry{Proto: standby.ProtoTCP, Client: ap("10.4.0.2:1000"), VIP: ap("10.100.0.7:80"), Backend: ap("10.9.9.9:9090"), VServerID: 100}, nil)
+	add(standby.Entry{Proto: standby.ProtoTCP, Client: ap("10.4.0.3:1000"), VIP: ap("10.100.0.7:80"), Backend: ap("10.1.0.10:9090"), VServerID: 100}, nil)
+	recs[len(recs)-1][0] = 9 // family 9
+	n, err := e.dp.InstallRecords(recs, 1, ids)
+	e.must(err)
+	if n != len(wants) {
+		t.Fatalf("installed %d, want %d", n, len(wants))
+	}
+	var (
+		k lbFlowKey
+		v lbFlow
+	)
+	got := 0
+	for it := e.dp.objs.Flows.Iterate(); it.Next(&k, &v); {
+		w, ok := wants[k]
+		if !ok {
+			t.Errorf("flow %+v installed, not expected", k)
+			continue
+		}
+		got++
+		if v.BackendId != w.be || v.VsId != w.vs || v.Owner != 1 || v.Flags&FlowFlagInstalled == 0 {
+			t.Errorf("flow %+v = %+v, want backend %d vserver %d owner 1, installed", k, v, w.be, w.vs)
+		}
+		if (v.Flags&FlowFlagSNAT != 0) != w.snat.IsValid() {
+			t.Errorf("flow %+v: flags %#x, want SNAT %v", k, v.Flags, w.snat.IsValid())
+		}
+		if w.snat.IsValid() {
+			if a, _ := addrWords(w.snat.Addr()); v.Snat != a || v.SnatPort != htons(w.snat.Port()) {
+				t.Errorf("flow %+v: SNAT %v:%d, want %v", k, v.Snat, ntohs(v.SnatPort), w.snat)
+			}
+		}
+	}
+	if got != len(wants) {
+		t.Errorf("%d of %d flows in the table", got, len(wants))
+	}
+	if n := mapLen(t, e.dp.objs.Rflows); n != 100 {
+		t.Errorf("%d reply entries, want 100 (the source-NATed flows')", n)
+	}
+}

@@ -2,6 +2,7 @@ package flow
 
 import (
 	"fmt"
+	"github.com/cilium/ebpf"
 	"net/netip"
 	"testing"
 	"time"
@@ -9,39 +10,60 @@ import (
 	"github.com/tandem-lb/tandem/flow/standby"
 )
 
-// BenchmarkTakeover measures a takeover into the real BPF flow table: the
-// partner's mirrored flows are in a standby store; Store.Takeover decodes
-// them and installs them in batches (Datapath.InstallFlows: one BPF batch
-// update of the flow table and one of the reply entries per batch). The
-// store is filled outside the measured time. Target: 1,000,000 flows in
-// under a second.
+// BenchmarkTakeover measures a takeover into the real BPF flow table, as a
+// node runs it: the partner's mirrored flows are in a standby store;
+// Store.Takeover walks it and hands the records to the node's installer
+// (Installer, with the cluster-to-data-plane vserver id map the node
+// passes), which converts them in place and writes them with one BPF batch
+// update per map, batch and writer. The store is filled, and the flow
+// table emptied, outside the measured time.
+//
+// The backends are bound services of the vserver (their reverse entries
+// exist, as on a node), so a USIP ON flow needs no reply entry of its own;
+// usip=off flows are source-NATed to the pair's SNIP and each needs one,
+// twice the kernel's work. Target: 1,000,000 flows in under a second.
 func BenchmarkTakeover(b *testing.B) {
-	for _, n := range []int{100_000, 1_000_000} {
-		b.Run(fmt.Sprintf("flows=%d", n), func(b *testing.B) {
+	for _, bc := range []struct {
+		flows int
+		snat  bool
+	}{{100_000, false}, {1_000_000, false}, {1_000_000, true}} {
+		name := fmt.Sprintf("flows=%d", bc.flows)
+		if bc.snat {
+			name += "/usip=off"
+		}
+		b.Run(name, func(b *testing.B) {
+			n := bc.flows
 			e := newEnv(b, Config{MaxVServers: 16, FlowTableSize: 1 << 21})
 			d := e.dp
-			e.must(d.SetBackend(Backend{ID: 1, Addr: ip("10.1.0.10"), Port: 9090}))
-			e.must(d.SetBackend(Backend{ID: 2, Addr: ip("10.1.0.11"), Port: 9090}))
+			// 16 backends, bound services of the vserver: a SNIP has 64,000
+			// ports toward each, so a million source-NATed flows need 16
 			e.must(d.SetVServer(VServer{ID: 1, VIP: ip("10.100.0.7"), Port: 80, Protocol: ProtoTCP, Method: MethodRoundRobin, Owned: true, Mirror: true}))
+			const nbe = 16
+			be := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 1, 0, byte(10 + i%nbe)}) }
+			for i := range nbe {
+				e.must(d.SetBackend(Backend{ID: uint32(i + 1), Addr: be(i), Port: 9090}))
+				e.must(d.SetReverse(Reverse{Addr: be(i), Port: 9090, Protocol: ProtoTCP, VServerID: 1, BackendID: uint32(i + 1), Stateful: true}))
+			}
 			recs := make([]standby.Record, n)
 			for i := range recs {
 				en := standby.Entry{
 					Proto:     standby.ProtoTCP,
 					Client:    netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), uint16(1024+i%60000)),
 					VIP:       ap("10.100.0.7:80"),
-					Backend:   ap("10.1.0.10:9090"),
-					VServerID: 1,
+					Backend:   netip.AddrPortFrom(be(i), 9090),
+					VServerID: 7, // the cluster's id; the installer maps it
 					Flags:     FlowFlagOwned | FlowFlagMirror,
 					Created:   uint32(time.Now().Unix()),
 					LastSeen:  uint32(time.Now().Unix()),
 				}
-				if i%2 == 1 {
-					en.Backend = ap("10.1.0.11:9090")
+				if bc.snat {
+					en.SNAT = netip.AddrPortFrom(ip("10.0.9.1"), uint16(1024+i/nbe%64000))
 				}
 				if err := en.Encode(&recs[i]); err != nil {
 					b.Fatal(err)
 				}
 			}
+			ids := map[uint32]uint32{7: 1}
 			var total time.Duration
 			installed := 0
 			b.ResetTimer()
@@ -58,7 +80,7 @@ func BenchmarkTakeover(b *testing.B) {
 				}
 				b.StartTimer()
 				start := time.Now()
-				inst := &Installer{D: d, Owner: 1}
+				inst := &Installer{D: d, Owner: 1, IDs: ids}
 				got, err := st.Takeover("partner", inst)
 				total += time.Since(start)
 				b.StopTimer()
@@ -80,17 +102,30 @@ func BenchmarkTakeover(b *testing.B) {
 				b.Fatalf("installed %d of %d flows", installed, n)
 			}
 			// the installed flows are in the BPF table, with their backend
+			// (and their SNAT address), and the reply entries that need one
 			inTable := 0
 			e.must(d.OwnedFlows(func(en standby.Entry) bool {
 				a := en.Client.Addr().As4()
 				i := int(a[1])<<16 | int(a[2])<<8 | int(a[3])
-				if want := uint16(9090); en.Backend.Port() == want && (en.Backend.Addr() == ip("10.1.0.11")) == (i%2 == 1) {
+				if en.Backend == netip.AddrPortFrom(be(i), 9090) &&
+					en.VServerID == 1 && en.SNAT.IsValid() == bc.snat {
 					inTable++
 				}
 				return true
 			}))
 			if inTable < installed {
 				b.Fatalf("%d flows installed, %d in the BPF table with their backend", installed, inTable)
+			}
+			replies := 0
+			var (
+				rk lbFlowKey
+				rv lbRflow
+			)
+			for it := d.objs.Rflows.Iterate(); it.Next(&rk, &rv); {
+				replies++
+			}
+			if want := map[bool]int{false: 0, true: installed}[bc.snat]; replies != want {
+				b.Fatalf("%d reply entries, want %d", replies, want)
 			}
 			per := total / time.Duration(b.N)
 			b.ReportMetric(per.Seconds(), "s/takeover")
@@ -100,24 +135,27 @@ func BenchmarkTakeover(b *testing.B) {
 	}
 }
 
-// clearFlows deletes every entry of the flow table, in batches.
+// clearFlows deletes every entry of the flow table and of the reply
+// entries, in batches.
 func clearFlows(b *testing.B, d *Datapath) {
 	b.Helper()
-	var (
-		k    lbFlowKey
-		v    lbFlow
-		keys []lbFlowKey
-	)
-	it := d.objs.Flows.Iterate()
-	for it.Next(&k, &v) {
-		keys = append(keys, k)
-	}
-	if err := it.Err(); err != nil {
-		b.Fatal(err)
-	}
-	for i := 0; i < len(keys); i += 65536 {
-		if _, err := d.objs.Flows.BatchDelete(keys[i:min(len(keys), i+65536)], nil); err != nil {
+	for _, m := range []*ebpf.Map{d.objs.Flows, d.objs.Rflows} {
+		var (
+			k    lbFlowKey
+			v    = make([]byte, m.ValueSize())
+			keys []lbFlowKey
+		)
+		it := m.Iterate()
+		for it.Next(&k, &v) {
+			keys = append(keys, k)
+		}
+		if err := it.Err(); err != nil {
 			b.Fatal(err)
+		}
+		for i := 0; i < len(keys); i += 65536 {
+			if _, err := m.BatchDelete(keys[i:min(len(keys), i+65536)], nil); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 }

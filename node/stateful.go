@@ -50,7 +50,7 @@ type StatefulDataPlane interface {
 	SetPairs(pairs []flow.Pair) error
 	Events() (*flow.EventReader, error)
 	OwnedFlows(fn func(standby.Entry) bool) error
-	InstallFlows(entries []standby.Entry, owner uint32) (int, error)
+	InstallRecords(recs []standby.Record, owner uint32, ids map[uint32]uint32) (int, error)
 }
 
 // StatefulCluster is what the stateful wiring needs of the membership;
@@ -656,16 +656,16 @@ func (m mirrorSource) Snapshot(fn func(standby.Entry) bool) {
 }
 
 // expectationDataPlane is the FTP ALG's part of the data plane
-// (*flow.Datapath): expectations travel with the mirrored flows and are
-// installed at a takeover, so that a data connection opened after the owner
-// died still finds its backend.
+// (*flow.Datapath): expectations travel with the mirrored flows
+// (InstallRecords installs them at a takeover), so that a data connection
+// opened after the owner died still finds its backend.
 type expectationDataPlane interface {
 	ExpectationEntries(fn func(standby.Entry) bool) error
-	InstallExpectations(entries []standby.Entry) (int, error)
 }
 
-// translatingInstaller installs mirrored entries with this node's vserver
-// ids.
+// translatingInstaller installs mirrored records with this node's vserver
+// ids; the data plane installs the FTP expectations among them as
+// expectations.
 type translatingInstaller struct {
 	dp        StatefulDataPlane
 	prog      MirrorIDSource
@@ -674,27 +674,12 @@ type translatingInstaller struct {
 	installed int
 }
 
-func (t *translatingInstaller) InstallBatch(entries []standby.Entry) error {
+func (t *translatingInstaller) InstallBatch(recs []standby.Record) error {
 	if t.toDP == nil {
 		_, t.toDP, _ = t.prog.MirrorIDs()
 	}
-	out := entries[:0]
-	var expects []standby.Entry
-	for _, e := range entries {
-		if id, ok := t.toDP[e.VServerID]; ok {
-			e.VServerID = id
-			if flow.IsExpectation(&e) {
-				expects = append(expects, e)
-				continue
-			}
-			out = append(out, e)
-		}
-	}
-	n, err := t.dp.InstallFlows(out, t.owner)
+	n, err := t.dp.InstallRecords(recs, t.owner, t.toDP)
 	t.installed += n
-	if x, ok := t.dp.(expectationDataPlane); ok && len(expects) > 0 && err == nil {
-		_, err = x.InstallExpectations(expects)
-	}
 	return err
 }
 

@@ -683,13 +683,13 @@ func TestWrongKeyIsLogged(t *testing.T) {
 // recordingInstaller is a fake data plane flow table.
 type recordingInstaller struct{ flows map[standby.Key]standby.Entry }
 
-func (r *recordingInstaller) InstallBatch(es []standby.Entry) error {
-	for _, e := range es {
-		k, err := e.Key()
+func (r *recordingInstaller) InstallBatch(recs []standby.Record) error {
+	for i := range recs {
+		e, err := recs[i].Decode()
 		if err != nil {
 			return err
 		}
-		r.flows[k] = e
+		r.flows[recs[i].Key()] = e
 	}
 	return nil
 }

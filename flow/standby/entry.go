@@ -4,7 +4,8 @@
 //
 // A mirrored flow travels and is stored in one fixed-size binary form, the
 // Record, so the receiving side validates and stores what it read without
-// decoding it into Go values; only a takeover decodes Records into Entries.
+// decoding it into Go values; a takeover hands the Records to the data plane,
+// which reads them in place (Record's accessors).
 package standby
 
 import (
@@ -189,6 +190,32 @@ func (r *Record) VServerID() uint32 { return binary.BigEndian.Uint32(r[offVServe
 
 // Proto returns the record's protocol without decoding it.
 func (r *Record) Proto() uint8 { return r[1] }
+
+// Family returns the record's address family, 4 or 6.
+func (r *Record) Family() uint8 { return r[0] }
+
+// Flags returns the record's flow flags without decoding it.
+func (r *Record) Flags() uint16 { return binary.BigEndian.Uint16(r[offFlags:]) }
+
+// Ports returns the record's ports: the client's, the VIP's, the backend's
+// and the SNAT port (0 without source NAT).
+func (r *Record) Ports() (client, vip, backend, snat uint16) {
+	return binary.BigEndian.Uint16(r[2:]), binary.BigEndian.Uint16(r[4:]),
+		binary.BigEndian.Uint16(r[offBackendPort:]), binary.BigEndian.Uint16(r[offSNATPort:])
+}
+
+// RawAddrs returns the record's addresses as stored, 16 bytes each in
+// network order (an IPv4 address fills the first 4 and the rest is zero),
+// for a data plane that converts records without decoding them.
+func (r *Record) RawAddrs() (client, vip, backend, snat [16]byte) {
+	return [16]byte(r[6:22]), [16]byte(r[22:38]), [16]byte(r[offBackend:]), [16]byte(r[offSNAT:])
+}
+
+// HasSNAT reports whether the flow is source-NATed (Decode gives it a
+// valid SNAT).
+func (r *Record) HasSNAT() bool {
+	return !allZero(r[offSNAT:offSNAT+16]) || binary.BigEndian.Uint16(r[offSNATPort:]) != 0
+}
 
 // IdleTimeout returns the record's idle timeout (0: the default).
 func (r *Record) IdleTimeout() time.Duration {

@@ -176,6 +176,30 @@ func FuzzDecodeRecord(f *testing.F) {
 		if err != nil {
 			return
 		}
+		// The accessors a data plane reads records with agree with Decode.
+		fam := uint8(6)
+		if e.Client.Addr().Is4() {
+			fam = 4
+		}
+		cp, vp, bp, sp := r.Ports()
+		ca, va, ba, sa := r.RawAddrs()
+		raw := func(a netip.Addr) (w [16]byte) {
+			if a.Is4() {
+				b4 := a.As4()
+				copy(w[:], b4[:])
+				return w
+			}
+			if a.IsValid() {
+				return a.As16()
+			}
+			return w
+		}
+		if r.Family() != fam || r.Proto() != e.Proto || r.Flags() != e.Flags || r.VServerID() != e.VServerID ||
+			cp != e.Client.Port() || vp != e.VIP.Port() || bp != e.Backend.Port() || sp != e.SNAT.Port() ||
+			ca != raw(e.Client.Addr()) || va != raw(e.VIP.Addr()) || ba != raw(e.Backend.Addr()) || sa != raw(e.SNAT.Addr()) ||
+			r.HasSNAT() != e.SNAT.IsValid() {
+			t.Fatalf("accessors of %x disagree with Decode %+v", r, e)
+		}
 		// What decodes re-encodes to the same bytes.
 		var back Record
 		if err := e.Encode(&back); err != nil {

@@ -19,18 +19,18 @@ var errInstall = errors.New("fake install failure")
 
 func newFakeInstaller() *fakeInstaller { return &fakeInstaller{flows: make(map[Key]Entry)} }
 
-func (f *fakeInstaller) InstallBatch(entries []Entry) error {
+func (f *fakeInstaller) InstallBatch(recs []Record) error {
 	f.batches++
 	if f.batches == f.failAt {
 		return errInstall
 	}
-	f.maxLen = max(f.maxLen, len(entries))
-	for _, e := range entries {
-		k, err := e.Key()
+	f.maxLen = max(f.maxLen, len(recs))
+	for i := range recs {
+		e, err := recs[i].Decode()
 		if err != nil {
 			return err
 		}
-		f.flows[k] = e
+		f.flows[recs[i].Key()] = e
 	}
 	return nil
 }
@@ -294,7 +294,7 @@ func TestClosed(t *testing.T) {
 // nopInstaller measures the store's side of a takeover.
 type nopInstaller struct{ n int }
 
-func (n *nopInstaller) InstallBatch(e []Entry) error { n.n += len(e); return nil }
+func (n *nopInstaller) InstallBatch(r []Record) error { n.n += len(r); return nil }
 
 func BenchmarkTakeover(b *testing.B) {
 	for _, flows := range []int{100_000, 1_000_000} {
