@@ -508,28 +508,22 @@ func (s *Stateful) startReceiver(ctx context.Context, partner string) {
 	}()
 }
 
+// probeRecheck is how long probe waits before it looks again at a partner
+// that answered.
+const probeRecheck = 100 * time.Millisecond
+
 // probe checks the partner directly: its memberlist or mirroring port
-// answering a TCP connect within 300 ms.
+// answering a TCP connect within 300 ms, twice, probeRecheck apart. The
+// second look is for a SIGKILLed partner: the kernel closes a dead
+// process's sockets one after another, and the mirroring link (whose end
+// started the probe) may close before the listeners do. Seen in the lab
+// (make demo): the link closed, the memberlist port still accepted a
+// connection 1 ms later, and the takeover waited 0.6 s more for
+// memberlist's suspicion.
 func (s *Stateful) probe(partner string) {
 	start := time.Now()
-	alive := false
-	defer func() { s.log.Info("probed partner", "partner", partner, "alive", alive, "took", time.Since(start)) }()
-	for _, m := range s.cl.Members() {
-		if m.ID != partner {
-			continue
-		}
-		for _, a := range []netip.AddrPort{m.Addr, m.Backplane} {
-			if !a.IsValid() {
-				continue
-			}
-			c, err := net.DialTimeout("tcp", a.String(), 300*time.Millisecond)
-			if err == nil {
-				c.Close()
-				alive = true
-				break
-			}
-		}
-	}
+	alive := s.partnerAnswers(partner)
+	s.log.Info("probed partner", "partner", partner, "alive", alive, "took", time.Since(start))
 	select {
 	case s.in <- func() {
 		if pm := s.machine(); pm != nil {
@@ -539,6 +533,36 @@ func (s *Stateful) probe(partner string) {
 	}:
 	default:
 	}
+}
+
+// partnerAnswers is probe's check: the partner answers, and again
+// probeRecheck later.
+func (s *Stateful) partnerAnswers(partner string) bool {
+	if !s.dialPartner(partner) {
+		return false
+	}
+	time.Sleep(probeRecheck)
+	return s.dialPartner(partner)
+}
+
+// dialPartner reports whether the partner's memberlist or mirroring port
+// accepts a TCP connection within 300 ms.
+func (s *Stateful) dialPartner(partner string) bool {
+	for _, m := range s.cl.Members() {
+		if m.ID != partner {
+			continue
+		}
+		for _, a := range []netip.AddrPort{m.Addr, m.Backplane} {
+			if !a.IsValid() {
+				continue
+			}
+			if c, err := net.DialTimeout("tcp", a.String(), 300*time.Millisecond); err == nil {
+				c.Close()
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // takeOver installs the partner's mirrored flows into the data plane, then

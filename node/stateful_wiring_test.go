@@ -256,3 +256,41 @@ func TestStatefulWiring(t *testing.T) {
 		t.Errorf("cluster's pair role numbers differ from mirror.Role")
 	}
 }
+
+// TestProbeLooksTwice: a SIGKILLed partner's mirroring link can close
+// before its listeners do. A partner whose port answers the first connect
+// and is gone probeRecheck later is dead; one that answers both is alive;
+// one that never answers is dead.
+func TestProbeLooksTwice(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	addr := netip.MustParseAddrPort(ln.Addr().String())
+	fc := &pairCluster{members: map[string]*cluster.MemberStatus{
+		"a": {ID: "a", State: "alive", Addr: addr},
+		"c": {ID: "c", State: "alive", Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freePort(t))},
+	}}
+	s := &Stateful{cl: view{fc, "b"}, log: slog.Default()}
+	if !s.partnerAnswers("a") {
+		t.Error("a listening partner probed dead")
+	}
+	if s.partnerAnswers("c") {
+		t.Error("a partner with nothing listening probed alive")
+	}
+	// the listener closes between the two looks
+	time.AfterFunc(probeRecheck/4, func() { ln.Close() })
+	if s.partnerAnswers("a") {
+		t.Error("a partner whose listener closed after the first look probed alive")
+	}
+}
