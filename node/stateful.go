@@ -729,12 +729,18 @@ func (s *Stateful) RPCNodes() []api.RPCNode {
 	case partner == "":
 		return []api.RPCNode{}
 	default:
-		return []api.RPCNode{{Pair: pair, Node: s.cfg.Self, Peer: partner, State: "DOWN", ProtoVersion: int(mirror.Version)}}
+		// No link: the pair machine says why (a partner of another
+		// protocol version, a partner that is dead or not yet known).
+		row := api.RPCNode{Pair: pair, Node: s.cfg.Self, Peer: partner, State: mirror.LinkDown.String(), ProtoVersion: int(mirror.Version)}
+		if ps, ok := s.PairStatus(); ok && !ps.Protected {
+			row.Reason = ps.Reason
+		}
+		return []api.RPCNode{row}
 	}
 	return []api.RPCNode{{
-		Pair: pair, Node: s.cfg.Self, Peer: partner, State: st.State.String(),
+		Pair: pair, Node: s.cfg.Self, Peer: partner, Role: st.Role, State: st.State.String(),
 		Authenticated: st.Authenticated, ProtoVersion: int(mirror.Version), PeerProtoVersion: int(st.PeerVersion),
-		Mirrored: st.Entries, Lag: st.Lag,
+		Mirrored: st.Entries, Bytes: st.Bytes, Lag: st.Lag, LastBulkSync: st.LastBulkSync, Reason: st.Reason,
 	}}
 }
 

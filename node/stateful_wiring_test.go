@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -189,8 +190,11 @@ func TestStatefulWiring(t *testing.T) {
 		return len(r) == 1 && r[0].Authenticated && r[0].State == "streaming"
 	}
 	waitWithin(t, 5*time.Second, "a mirrors to b", func() bool { return streaming(sa) && streaming(sb) })
-	if r := sa.RPCNodes()[0]; r.Peer != "b" || r.Pair != 5 {
-		t.Errorf("a's rpcnode %+v", r)
+	if r := sa.RPCNodes()[0]; r.Peer != "b" || r.Pair != 5 || r.Role != "sender" || r.Bytes == 0 || r.LastBulkSync.IsZero() || r.Reason != "" {
+		t.Errorf("a's rpcnode %+v: want the sender to b of pair 5, bytes counted, a bulk sync done, no reason", r)
+	}
+	if r := sb.RPCNodes()[0]; r.Peer != "a" || r.Role != "receiver" || r.Bytes == 0 || r.LastBulkSync.IsZero() {
+		t.Errorf("b's rpcnode %+v: want the receiver of a's flows, bytes counted, a bulk sync applied", r)
 	}
 	if ps := dpA.Pairs(); len(ps) != 1 || !ps[0].Local || !ps[0].Live {
 		t.Errorf("a's pairs map %+v: a should own pair 5", ps)
@@ -238,6 +242,10 @@ func TestStatefulWiring(t *testing.T) {
 		return len(ps) == 1 && ps[0].Local && ps[0].Live
 	})
 	t.Logf("takeover of %d flows %v after a stopped", n, time.Since(took))
+	// no link any more: show rpcnode says why
+	if r := sb.RPCNodes(); len(r) != 1 || r[0].State != "down" || !strings.Contains(r[0].Reason, "partner a is") {
+		t.Errorf("b's rpcnode after the takeover %+v: want the link down, with the reason", r)
+	}
 	waitWithin(t, 2*time.Second, "b gossips its takeover", func() bool {
 		fc.mu.Lock()
 		defer fc.mu.Unlock()

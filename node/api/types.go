@@ -262,15 +262,28 @@ type NodeStatus struct {
 // RPCNode is one row of show rpcnode: a node's mirroring channel to its
 // partner.
 type RPCNode struct {
-	Pair             uint32        `json:"pair"`
-	Node             string        `json:"node"`
-	Peer             string        `json:"peer"`
-	State            string        `json:"state"` // e.g. CONNECTED, DOWN, REFUSED
-	Authenticated    bool          `json:"authenticated"`
-	ProtoVersion     int           `json:"protoVersion"`
-	PeerProtoVersion int           `json:"peerProtoVersion"`
-	Mirrored         uint64        `json:"mirrored"` // entries mirrored to the peer
-	Lag              time.Duration `json:"lag"`
+	Pair uint32 `json:"pair"`
+	Node string `json:"node"`
+	Peer string `json:"peer"`
+	// Role is "sender" (Node owns the pair's flows and mirrors them to
+	// Peer) or "receiver" (Node keeps Peer's); empty while there is no
+	// link.
+	Role             string `json:"role,omitempty"`
+	State            string `json:"state"` // e.g. streaming, syncing, down, refused
+	Authenticated    bool   `json:"authenticated"`
+	ProtoVersion     int    `json:"protoVersion"`
+	PeerProtoVersion int    `json:"peerProtoVersion"`
+	// Mirrored counts entries sent (sender) or applied (receiver); Bytes
+	// the link's bytes read and written.
+	Mirrored uint64 `json:"mirrored"`
+	Bytes    uint64 `json:"bytes"`
+	// Lag is the sender's last enqueue-to-applied time.
+	Lag time.Duration `json:"lag"`
+	// LastBulkSync is when the last bulk sync completed (zero: never).
+	LastBulkSync time.Time `json:"lastBulkSync,omitzero"`
+	// Reason says why the link is refused or down (another protocol
+	// version, a wrong key), or its last error.
+	Reason string `json:"reason,omitempty"`
 }
 
 // ConnFilter selects connections; empty fields match everything.

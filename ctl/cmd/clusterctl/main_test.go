@@ -183,9 +183,12 @@ func populate(h *harness) {
 		VIPs: []netip.Addr{netip.MustParseAddr("203.0.113.10"), netip.MustParseAddr("2001:db8::10")}, Flows: 2,
 		Counters: api.Counters{Packets: 1200, Bytes: 960000, NewFlows: 40, Drops: 1}})
 	h.status.SetRPCNodes([]api.RPCNode{
-		{Pair: 1, Node: "n1", Peer: "n2", State: "CONNECTED", Authenticated: true, ProtoVersion: 1, PeerProtoVersion: 1, Mirrored: 1234, Lag: 3 * time.Millisecond},
-		{Pair: 1, Node: "n2", Peer: "n1", State: "CONNECTED", Authenticated: true, ProtoVersion: 1, PeerProtoVersion: 1, Mirrored: 987, Lag: 2 * time.Millisecond},
-		{Pair: 2, Node: "n3", Peer: "n4", State: "DOWN", ProtoVersion: 1},
+		{Pair: 1, Node: "n1", Peer: "n2", Role: "sender", State: "streaming", Authenticated: true, ProtoVersion: 1, PeerProtoVersion: 1, Mirrored: 1234, Bytes: 113528, Lag: 3 * time.Millisecond,
+			LastBulkSync: time.Date(2026, 11, 26, 9, 30, 0, 0, time.UTC)},
+		{Pair: 1, Node: "n2", Peer: "n1", Role: "receiver", State: "streaming", Authenticated: true, ProtoVersion: 1, PeerProtoVersion: 1, Mirrored: 987, Bytes: 90804, Lag: 2 * time.Millisecond,
+			LastBulkSync: time.Date(2026, 11, 26, 9, 30, 0, 0, time.UTC)},
+		{Pair: 2, Node: "n3", Peer: "n4", Role: "sender", State: "refused", ProtoVersion: 1, PeerProtoVersion: 2,
+			Reason: "peer n4 speaks mirroring protocol version 2, this node 1"},
 	})
 	h.status.SetConnections([]api.Conn{
 		{Node: "n2", VServer: "vs1", Proto: "TCP", Client: netip.MustParseAddrPort("198.51.100.7:41234"), VIP: netip.MustParseAddrPort("203.0.113.10:80"),

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/tandem-lb/tandem/cluster"
 	"github.com/tandem-lb/tandem/node/api"
@@ -254,9 +255,14 @@ func (c *showRPCNodeCmd) Run(s *session) error {
 		return err
 	}
 	return s.print(rows, func(w io.Writer) error {
-		t := newTable(w, "PAIR", "NODE", "PEER", "STATE", "AUTHENTICATED", "PROTO", "PEER PROTO", "MIRRORED", "LAG")
+		t := newTable(w, "PAIR", "NODE", "PEER", "ROLE", "STATE", "AUTHENTICATED", "PROTO", "PEER PROTO", "MIRRORED", "BYTES", "LAG", "LAST BULK SYNC", "REASON")
 		for _, r := range rows {
-			t.row(r.Pair, r.Node, orDash(r.Peer), r.State, yesNo(r.Authenticated), r.ProtoVersion, r.PeerProtoVersion, r.Mirrored, r.Lag)
+			last := "never"
+			if !r.LastBulkSync.IsZero() {
+				last = r.LastBulkSync.UTC().Format(time.RFC3339)
+			}
+			t.row(r.Pair, r.Node, orDash(r.Peer), orDash(r.Role), r.State, yesNo(r.Authenticated), r.ProtoVersion, r.PeerProtoVersion,
+				r.Mirrored, r.Bytes, r.Lag, last, orDash(r.Reason))
 		}
 		return t.flush()
 	})
