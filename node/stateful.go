@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/tandem-lb/tandem/node/metrics"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -158,6 +159,9 @@ type Stateful struct {
 	// deferred is a completed bulk sync whose claim CanOwn deferred (Run's
 	// goroutine only).
 	deferred *mirror.LinkEvent
+	// takeovers done, the flows they installed, the last one's duration
+	takeovers, takenFlows uint64
+	lastTakeover          time.Duration
 }
 
 // NewStateful returns the wiring; Run starts it.
@@ -577,7 +581,13 @@ func (s *Stateful) takeOver(e mirror.TakeOver) {
 	if err != nil {
 		s.log.Error("takeover", "owner", e.Owner, "installed", n, "err", err)
 	}
-	s.log.Info("took over the pair's flows", "pair", pair, "from", e.Owner, "installed", inst.installed, "took", time.Since(start))
+	took := time.Since(start)
+	s.log.Info("took over the pair's flows", "pair", pair, "from", e.Owner, "installed", inst.installed, "took", took)
+	s.mu.Lock()
+	s.takeovers++
+	s.takenFlows += uint64(inst.installed)
+	s.lastTakeover = took
+	s.mu.Unlock()
 	dead := false
 	if pm := s.machine(); pm != nil {
 		dead = !pm.PartnerUp()
@@ -742,6 +752,29 @@ func (s *Stateful) RPCNodes() []api.RPCNode {
 		Authenticated: st.Authenticated, ProtoVersion: int(mirror.Version), PeerProtoVersion: int(st.PeerVersion),
 		Mirrored: st.Entries, Bytes: st.Bytes, Lag: st.Lag, LastBulkSync: st.LastBulkSync, Reason: st.Reason,
 	}}
+}
+
+// Failover is the node's connection-failover state, for metrics: its
+// mirroring link, the standby store, the takeovers done.
+func (s *Stateful) Failover() metrics.Failover {
+	s.mu.Lock()
+	snd, rcv := s.sender, s.receiver
+	f := metrics.Failover{Takeovers: s.takeovers, TakeoverFlows: s.takenFlows, LastTakeover: s.lastTakeover}
+	s.mu.Unlock()
+	var links []mirror.Status
+	if snd != nil {
+		links = append(links, snd.Status())
+	}
+	if rcv != nil {
+		links = append(links, rcv.Status())
+	}
+	for _, st := range links {
+		f.Links = append(f.Links, metrics.MirrorLink{Peer: st.Peer, Role: st.Role, Up: st.State == mirror.LinkStreaming,
+			Entries: st.Entries, Bytes: st.Bytes, Lag: st.Lag, LastBulkSync: st.LastBulkSync})
+	}
+	ss := s.store.Stats()
+	f.StandbyEntries, f.StandbyDropped, f.StandbyEvicted = ss.Entries, ss.Dropped, ss.Evicted
+	return f
 }
 
 // PairStatus is the pair machine's view, for `show node`; ok is false

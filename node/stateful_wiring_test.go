@@ -196,6 +196,9 @@ func TestStatefulWiring(t *testing.T) {
 	if r := sb.RPCNodes()[0]; r.Peer != "a" || r.Role != "receiver" || r.Bytes == 0 || r.LastBulkSync.IsZero() {
 		t.Errorf("b's rpcnode %+v: want the receiver of a's flows, bytes counted, a bulk sync applied", r)
 	}
+	if f := sa.Failover(); len(f.Links) != 1 || !f.Links[0].Up || f.Links[0].Role != "sender" || f.Takeovers != 0 {
+		t.Errorf("a's failover metrics %+v: want one streaming sender link, no takeover", f)
+	}
 	if ps := dpA.Pairs(); len(ps) != 1 || !ps[0].Local || !ps[0].Live {
 		t.Errorf("a's pairs map %+v: a should own pair 5", ps)
 	}
@@ -242,6 +245,11 @@ func TestStatefulWiring(t *testing.T) {
 		return len(ps) == 1 && ps[0].Local && ps[0].Live
 	})
 	t.Logf("takeover of %d flows %v after a stopped", n, time.Since(took))
+	// the metrics count the takeover and what it installed
+	waitWithin(t, 2*time.Second, "b's metrics count the takeover", func() bool {
+		f := sb.Failover()
+		return f.Takeovers >= 1 && f.TakeoverFlows >= n && f.LastTakeover > 0
+	})
 	// no link any more: show rpcnode says why
 	if r := sb.RPCNodes(); len(r) != 1 || r[0].State != "down" || !strings.Contains(r[0].Reason, "partner a is") {
 		t.Errorf("b's rpcnode after the takeover %+v: want the link down, with the reason", r)

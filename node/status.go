@@ -375,8 +375,39 @@ func (s status) Snapshot(ctx context.Context) (metrics.Snapshot, error) {
 	snap.TableEpochs = s.d.programmer.Epochs()
 	s.d.mu.Lock()
 	snap.DataPlaneLag = s.d.dirty
+	st := s.d.stateful
 	s.d.mu.Unlock()
+	if st != nil {
+		f := st.Failover()
+		snap.Failover = &f
+	}
+	if a, ok := s.d.dp.(algCounterSource); ok {
+		c, err := a.ALGCounters()
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			snap.ALG = algMetrics(c)
+		}
+	}
 	return snap, errors.Join(errs...)
+}
+
+// algCounterSource is the FTP ALG's counters (*flow.Datapath).
+type algCounterSource interface {
+	ALGCounters() (flow.ALGCounters, error)
+}
+
+func algMetrics(c flow.ALGCounters) *metrics.ALG {
+	a := &metrics.ALG{Events: map[string]uint64{
+		"data_opened": c.DataOpened, "expired": c.Expired, "expect_failed": c.ExpectFailed,
+		"data_refused": c.DataRefused, "not_syn": c.NotSYN,
+	}}
+	for k, byReason := range c.Lines {
+		for r, n := range byReason {
+			a.Lines = append(a.Lines, metrics.ALGLine{Kind: k.String(), Reason: r.String(), N: n})
+		}
+	}
+	return a
 }
 
 // prefixOf is the host prefix of a VIP.

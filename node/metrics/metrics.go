@@ -1,6 +1,7 @@
 // Package metrics exposes a node's state to Prometheus: data-plane counters
 // per vserver and backend, BGP sessions, cluster membership, the config
-// digest, table epochs and backend health.
+// digest, table epochs and backend health; for connection failover, the
+// mirroring link, the standby store and takeovers; the FTP ALG's counters.
 //
 // Nothing is registered globally: New returns a registry of its own, and
 // every value is read from a Source at scrape time, so the metrics are never
@@ -64,6 +65,55 @@ type Snapshot struct {
 	// ConfigProblems counts broken rules in the merged configuration (the
 	// vservers they name are programmed nowhere until fixed).
 	ConfigProblems int
+	// Failover is nil on a node without the stateful side.
+	Failover *Failover
+	// ALG is nil when the data plane has no FTP ALG.
+	ALG *ALG
+}
+
+// MirrorLink is one end of a mirroring link (show rpcnode).
+type MirrorLink struct {
+	Peer string
+	// Role is "sender" or "receiver".
+	Role string
+	// Up is true while the link streams (bulk sync done, authenticated).
+	Up bool
+	// Entries counts records sent (sender) or applied (receiver), Bytes
+	// the link's bytes read and written.
+	Entries, Bytes uint64
+	// Lag is the sender's last enqueue-to-applied time.
+	Lag time.Duration
+	// LastBulkSync is when the last bulk sync completed (zero: never).
+	LastBulkSync time.Time
+}
+
+// Failover is the node's connection-failover state.
+type Failover struct {
+	Links []MirrorLink
+	// StandbyEntries is how many of its partner's flows the node holds;
+	// StandbyDropped and StandbyEvicted count entries the store refused
+	// (full buffer, admission) or evicted (room, idle timeout).
+	StandbyEntries                 int
+	StandbyDropped, StandbyEvicted uint64
+	// Takeovers counts the partner's flows taken over, TakeoverFlows the
+	// flows they installed, LastTakeover how long the last one took.
+	Takeovers, TakeoverFlows uint64
+	LastTakeover             time.Duration
+}
+
+// ALGLine counts the FTP control lines of one kind (PASV, EPSV, PORT,
+// EPRT) the ALG acted on with one reason ("ok" made an expectation).
+type ALGLine struct {
+	Kind, Reason string
+	N            uint64
+}
+
+// ALG is the FTP ALG's counters.
+type ALG struct {
+	Lines []ALGLine
+	// Events counts data connections opened, expectations expired, failed
+	// or refused, and stray non-SYN packets, by name.
+	Events map[string]uint64
 }
 
 // Source provides snapshots. It is called once per scrape, from the scrape's
@@ -98,6 +148,20 @@ var (
 	descLag         = prometheus.NewDesc(ns+"_dataplane_lagging", "1 while the data plane does not hold the cluster's tables (retrying).", nil, nil)
 	descProblems    = prometheus.NewDesc(ns+"_config_problems", "Broken rules in the merged configuration.", nil, nil)
 	descScrapeError = prometheus.NewDesc(ns+"_scrape_error", "1 when reading the node's state failed during this scrape.", nil, nil)
+
+	descMirrorUp       = prometheus.NewDesc(ns+"_mirror_link_up", "1 while the mirroring link streams (authenticated, bulk sync done).", []string{"peer", "role"}, nil)
+	descMirrorEntries  = prometheus.NewDesc(ns+"_mirror_entries_total", "Flow records sent (sender) or applied (receiver) on the mirroring link.", []string{"peer", "role"}, nil)
+	descMirrorBytes    = prometheus.NewDesc(ns+"_mirror_bytes_total", "Bytes read and written on the mirroring link.", []string{"peer", "role"}, nil)
+	descMirrorLag      = prometheus.NewDesc(ns+"_mirror_lag_seconds", "Time from a change's enqueue to the partner's having applied it, last acknowledged frame.", []string{"peer", "role"}, nil)
+	descMirrorLastSync = prometheus.NewDesc(ns+"_mirror_last_bulk_sync_timestamp_seconds", "When the last bulk sync completed, Unix time.", []string{"peer", "role"}, nil)
+	descStandby        = prometheus.NewDesc(ns+"_standby_entries", "The partner's flows held in the standby store.", nil, nil)
+	descStandbyDropped = prometheus.NewDesc(ns+"_standby_dropped_total", "Mirrored records the standby store refused (full buffer or admission); healed by the owner's refresh.", nil, nil)
+	descStandbyEvicted = prometheus.NewDesc(ns+"_standby_evicted_total", "Standby entries evicted for room or expired.", nil, nil)
+	descTakeovers      = prometheus.NewDesc(ns+"_takeovers_total", "Takeovers of the partner's mirrored flows.", nil, nil)
+	descTakeoverFlows  = prometheus.NewDesc(ns+"_takeover_flows_total", "Flows installed by takeovers.", nil, nil)
+	descTakeoverLast   = prometheus.NewDesc(ns+"_takeover_last_duration_seconds", "How long the last takeover took to install its flows.", nil, nil)
+	descALGLines       = prometheus.NewDesc(ns+"_ftp_alg_lines_total", "FTP control lines the ALG acted on, by kind and reason (ok: an expectation was made).", []string{"kind", "reason"}, nil)
+	descALGEvents      = prometheus.NewDesc(ns+"_ftp_alg_events_total", "FTP ALG data-connection events.", []string{"event"}, nil)
 )
 
 // Config configures New.
@@ -137,7 +201,9 @@ func Handler(reg *prometheus.Registry) http.Handler {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descVSPackets, descVSBytes, descVSNewFlows, descVSRepPkts, descVSRepBytes, descVSDrops, descVSVerdicts,
 		descBEPackets, descBEBytes, descBENewFlows, descBERepPkts, descBERepBytes, descBEUp, descBGPUp, descBGPState,
-		descMembers, descConfig, descEpoch, descAnnounced, descDraining, descLag, descProblems, descScrapeError} {
+		descMembers, descConfig, descEpoch, descAnnounced, descDraining, descLag, descProblems, descScrapeError,
+		descMirrorUp, descMirrorEntries, descMirrorBytes, descMirrorLag, descMirrorLastSync, descStandby, descStandbyDropped,
+		descStandbyEvicted, descTakeovers, descTakeoverFlows, descTakeoverLast, descALGLines, descALGEvents} {
 		ch <- d
 	}
 }
@@ -208,6 +274,31 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descDraining, b2f(s.Draining))
 	gauge(descLag, b2f(s.DataPlaneLag))
 	gauge(descProblems, float64(s.ConfigProblems))
+	if f := s.Failover; f != nil {
+		for _, l := range f.Links {
+			gauge(descMirrorUp, b2f(l.Up), l.Peer, l.Role)
+			counter(descMirrorEntries, l.Entries, l.Peer, l.Role)
+			counter(descMirrorBytes, l.Bytes, l.Peer, l.Role)
+			gauge(descMirrorLag, l.Lag.Seconds(), l.Peer, l.Role)
+			if !l.LastBulkSync.IsZero() {
+				gauge(descMirrorLastSync, float64(l.LastBulkSync.UnixNano())/1e9, l.Peer, l.Role)
+			}
+		}
+		gauge(descStandby, float64(f.StandbyEntries))
+		counter(descStandbyDropped, f.StandbyDropped)
+		counter(descStandbyEvicted, f.StandbyEvicted)
+		counter(descTakeovers, f.Takeovers)
+		counter(descTakeoverFlows, f.TakeoverFlows)
+		gauge(descTakeoverLast, f.LastTakeover.Seconds())
+	}
+	if a := s.ALG; a != nil {
+		for _, l := range a.Lines {
+			counter(descALGLines, l.N, l.Kind, l.Reason)
+		}
+		for ev, n := range a.Events {
+			counter(descALGEvents, n, ev)
+		}
+	}
 }
 
 func b2f(b bool) float64 {

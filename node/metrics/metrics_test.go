@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -123,5 +124,64 @@ func TestHandlerServesText(t *testing.T) {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+}
+
+// TestFailoverAndALG: the mirroring link, the standby store, takeovers and
+// the FTP ALG's counters; none of their series when a node has neither.
+func TestFailoverAndALG(t *testing.T) {
+	src := fixture()
+	src.snap.Failover = &Failover{
+		Links: []MirrorLink{{Peer: "n2", Role: "sender", Up: true, Entries: 1234, Bytes: 113528, Lag: 1500 * time.Microsecond,
+			LastBulkSync: time.Unix(1796600000, 0)}},
+		StandbyEntries: 10, StandbyDropped: 1, StandbyEvicted: 2,
+		Takeovers: 1, TakeoverFlows: 987, LastTakeover: 250 * time.Millisecond,
+	}
+	src.snap.ALG = &ALG{
+		Lines:  []ALGLine{{Kind: "PASV", Reason: "ok", N: 5}, {Kind: "PORT", Reason: "bounce", N: 1}},
+		Events: map[string]uint64{"data_opened": 5, "expired": 0},
+	}
+	reg := New(Config{Source: src})
+	want := `
+# HELP tandem_mirror_link_up 1 while the mirroring link streams (authenticated, bulk sync done).
+# TYPE tandem_mirror_link_up gauge
+tandem_mirror_link_up{peer="n2",role="sender"} 1
+# HELP tandem_mirror_entries_total Flow records sent (sender) or applied (receiver) on the mirroring link.
+# TYPE tandem_mirror_entries_total counter
+tandem_mirror_entries_total{peer="n2",role="sender"} 1234
+# HELP tandem_mirror_lag_seconds Time from a change's enqueue to the partner's having applied it, last acknowledged frame.
+# TYPE tandem_mirror_lag_seconds gauge
+tandem_mirror_lag_seconds{peer="n2",role="sender"} 0.0015
+# HELP tandem_mirror_last_bulk_sync_timestamp_seconds When the last bulk sync completed, Unix time.
+# TYPE tandem_mirror_last_bulk_sync_timestamp_seconds gauge
+tandem_mirror_last_bulk_sync_timestamp_seconds{peer="n2",role="sender"} 1.7966e+09
+# HELP tandem_standby_entries The partner's flows held in the standby store.
+# TYPE tandem_standby_entries gauge
+tandem_standby_entries 10
+# HELP tandem_takeover_flows_total Flows installed by takeovers.
+# TYPE tandem_takeover_flows_total counter
+tandem_takeover_flows_total 987
+# HELP tandem_takeover_last_duration_seconds How long the last takeover took to install its flows.
+# TYPE tandem_takeover_last_duration_seconds gauge
+tandem_takeover_last_duration_seconds 0.25
+# HELP tandem_ftp_alg_lines_total FTP control lines the ALG acted on, by kind and reason (ok: an expectation was made).
+# TYPE tandem_ftp_alg_lines_total counter
+tandem_ftp_alg_lines_total{kind="PASV",reason="ok"} 5
+tandem_ftp_alg_lines_total{kind="PORT",reason="bounce"} 1
+# HELP tandem_ftp_alg_events_total FTP ALG data-connection events.
+# TYPE tandem_ftp_alg_events_total counter
+tandem_ftp_alg_events_total{event="data_opened"} 5
+tandem_ftp_alg_events_total{event="expired"} 0
+`
+	names := []string{"tandem_mirror_link_up", "tandem_mirror_entries_total", "tandem_mirror_lag_seconds", "tandem_mirror_last_bulk_sync_timestamp_seconds",
+		"tandem_standby_entries", "tandem_takeover_flows_total", "tandem_takeover_last_duration_seconds", "tandem_ftp_alg_lines_total", "tandem_ftp_alg_events_total"}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), names...); err != nil {
+		t.Error(err)
+	}
+	if probs, err := testutil.GatherAndLint(reg); err != nil || len(probs) > 0 {
+		t.Errorf("lint: %v %v", probs, err)
+	}
+	if n, _ := testutil.GatherAndCount(New(Config{Source: fixture()}), "tandem_mirror_link_up", "tandem_standby_entries", "tandem_ftp_alg_lines_total"); n != 0 {
+		t.Errorf("%d failover or ALG series from a node without them", n)
 	}
 }
