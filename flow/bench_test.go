@@ -159,10 +159,23 @@ func BenchmarkFlowMissUntracked(b *testing.B) {
 }
 
 // BenchmarkReverse: backend -> client, source rewritten back to the VIP.
+// ack: the replies of an established flow (ACK segments), which the hot
+// cache serves from the second on; syn-ack: a flow's first reply, which
+// always takes the full path (reverse entry, FIB cache).
 func BenchmarkReverse(b *testing.B) {
-	e := benchEnv(b)
-	f := flowPacket{dstMAC: e.macA, srcMAC: neighMAC(0x10), src: ap("10.1.0.10:8080"), dst: ap("10.2.0.5:40000"), proto: protoTCP, payload: make([]byte, 64)}.frame()
-	runBench(b, e, benchCase{verdict: xdpRedirect, frame: func(int) []byte { return f }})
+	for _, c := range []struct {
+		name  string
+		flags byte
+	}{{"ack", tcpACK}, {"syn-ack", tcpSYN | tcpACK}} {
+		b.Run(c.name, func(b *testing.B) {
+			e := benchEnv(b)
+			f := flowPacket{dstMAC: e.macA, srcMAC: neighMAC(0x10), src: ap("10.1.0.10:8080"), dst: ap("10.2.0.5:40000"), proto: protoTCP, payload: make([]byte, 64), tcpFlags: c.flags}.frame()
+			if v, _ := e.run(f); v != xdpRedirect {
+				b.Fatalf("verdict %s", verdictName(v))
+			}
+			runBench(b, e, benchCase{verdict: xdpRedirect, frame: func(int) []byte { return f }})
+		})
+	}
 }
 
 // BenchmarkNonVIPPass: IPv4 TCP neither for a VIP nor from a service.

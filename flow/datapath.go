@@ -680,7 +680,11 @@ func (d *Datapath) SetReverse(r Reverse) error {
 			return err
 		}
 	}
-	return d.ref(d.serviceRefs, r.Addr)
+	if err := d.ref(d.serviceRefs, r.Addr); err != nil {
+		return err
+	}
+	// replies in the hot cache were rewritten from the old entry
+	return d.bumpGen()
 }
 
 // DeleteReverse removes the reverse entry of a service.
@@ -715,7 +719,10 @@ func (d *Datapath) deleteReverse(rid reverseID) error {
 			return err
 		}
 	}
-	return d.unref(d.serviceRefs, rid.addr)
+	if err := d.unref(d.serviceRefs, rid.addr); err != nil {
+		return err
+	}
+	return d.bumpGen()
 }
 
 func (d *Datapath) ref(refs map[netip.Addr]int, a netip.Addr) error {
@@ -794,6 +801,9 @@ func (d *Datapath) SetLocalAddrs(addrs []netip.Addr) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.objs == nil {
+		return ErrClosed
+	}
 	want := make(map[netip.Addr]bool, len(addrs))
 	for _, a := range addrs {
 		want[a.Unmap()] = true
@@ -814,5 +824,6 @@ func (d *Datapath) SetLocalAddrs(addrs []netip.Addr) error {
 			}
 		}
 	}
-	return nil
+	// a reply in the hot cache may be to an address now local
+	return d.bumpGen()
 }

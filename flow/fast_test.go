@@ -359,3 +359,118 @@ func TestHotCacheIngress(t *testing.T) {
 		t.Errorf("fwd_hit %d fwd_new %d, want 6 and 1", r[ReasonFwdHit], r[ReasonFwdNew])
 	}
 }
+
+// TestHotCacheReply: a stateless reply (backend -> client) enters the hot
+// cache at its first packet, and the replies the cache rewrites are the
+// full path's, byte for byte and counter for counter, over IPv4 and IPv6,
+// TCP and UDP (with and without checksum). A reply is not rewritten from
+// an entry that outlived its service's reverse entry or its client's
+// becoming a local address.
+func TestHotCacheReply(t *testing.T) {
+	e := newEnv(t, Config{FIBCacheTTL: time.Hour, HotCacheSize: 1024})
+	e.standard()
+	cases := []struct {
+		name string
+		vs   uint32
+		be   uint32
+		p    flowPacket
+		vip  netip.AddrPort
+		mac  byte
+	}{
+		{"ipv4 tcp", vsWeb4, 1, flowPacket{src: ap("10.1.0.10:8080"), dst: ap("10.2.0.5:40000"), proto: protoTCP, payload: []byte("reply"), tcpFlags: tcpACK}, ap("10.100.0.1:80"), 0x05},
+		{"ipv4 tcp far client", vsWeb4, 2, flowPacket{src: ap("10.1.0.11:8080"), dst: ap("198.51.100.7:40000"), proto: protoTCP, tcpFlags: tcpACK}, ap("10.100.0.1:80"), 0x09},
+		{"ipv4 udp", vsDNS4, 0, flowPacket{src: ap("10.1.0.11:5353"), dst: ap("10.2.0.5:5000"), proto: protoUDP, payload: []byte("answer")}, ap("10.100.0.1:53"), 0x05},
+		{"ipv4 udp no checksum", vsDNS4, 0, flowPacket{src: ap("10.1.0.11:5353"), dst: ap("10.2.0.5:5001"), proto: protoUDP, payload: []byte("a"), udpNoCsum: true}, ap("10.100.0.1:53"), 0x05},
+		{"ipv4 wildcard service", vsAll4, 0, flowPacket{src: ap("10.1.0.10:7777"), dst: ap("10.2.0.5:5555"), proto: protoUDP, payload: []byte("x")}, ap("10.100.0.2:7777"), 0x05},
+		{"ipv6 tcp", vsWeb6, 0, flowPacket{src: ap("[fd01::10]:8443"), dst: ap("[fd02::5]:40000"), proto: protoTCP, payload: []byte("r6"), tcpFlags: tcpACK}, ap("[fd64::1]:443"), 0x05},
+		{"ipv6 udp", vsWeb6, 0, flowPacket{src: ap("[fd01::11]:8443"), dst: ap("[2001:db8::77]:40001"), proto: protoUDP, payload: []byte("r6")}, ap("[fd64::1]:443"), 0x09},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.p.dstMAC, c.p.srcMAC = e.macA, neighMAC(0x10)
+			in := c.p.frame()
+			want := c.p
+			want.src = c.vip
+			want.dstMAC, want.srcMAC = neighMAC(c.mac), e.macB
+			wantFrame := want.frame()
+			before := e.reasons()
+			vsBefore, err := e.dp.VServerCounters(c.vs)
+			e.must(err)
+			for i := range 4 {
+				v, out := e.runOnCPU0(in)
+				if v != xdpRedirect {
+					t.Fatalf("reply %d: verdict %s, want REDIRECT (reasons %v)", i, verdictName(v), e.reasons())
+				}
+				diffFrames(t, c.name, out, wantFrame)
+				after := e.reasons()
+				if after[ReasonFwdReverse] != before[ReasonFwdReverse]+1 {
+					t.Errorf("reply %d: fwd_reverse counted %d -> %d, want +1", i, before[ReasonFwdReverse], after[ReasonFwdReverse])
+				}
+				before = after
+				if !e.isHot(c.p) {
+					t.Errorf("after reply %d: no hot entry", i)
+				}
+			}
+			vsAfter, err := e.dp.VServerCounters(c.vs)
+			e.must(err)
+			if d := vsAfter.RevPackets - vsBefore.RevPackets; d != 4 {
+				t.Errorf("vserver reply packets +%d, want +4", d)
+			}
+			if d := vsAfter.RevBytes - vsBefore.RevBytes; d != 4*uint64(len(in)) {
+				t.Errorf("vserver reply bytes +%d, want +%d", d, 4*len(in))
+			}
+			if d := vsAfter.Reasons[ReasonFwdReverse] - vsBefore.Reasons[ReasonFwdReverse]; d != 4 {
+				t.Errorf("vserver fwd_reverse +%d, want +4", d)
+			}
+			if vsAfter.Packets != vsBefore.Packets {
+				t.Errorf("replies counted as client packets: %d -> %d", vsBefore.Packets, vsAfter.Packets)
+			}
+		})
+	}
+
+	// The cache, not the full path, rewrote the later replies: with the
+	// reverse entry gone from the map behind the Datapath's back (no new
+	// generation), the full path would pass the reply, the cache still
+	// rewrites it.
+	c := cases[1] // 10.1.0.11:8080, which has no wildcard-port reverse entry
+	c.p.dstMAC, c.p.srcMAC = e.macA, neighMAC(0x10)
+	in := c.p.frame()
+	rk := lbRevKey{Port: htons(8080), Proto: protoTCP}
+	rk.Addr, rk.Family = addrWords(c.p.src.Addr())
+	var rv lbRev
+	e.must(e.dp.objs.Reverse.Lookup(&rk, &rv))
+	e.must(e.dp.objs.Reverse.Delete(&rk))
+	if v, _ := e.runOnCPU0(in); v != xdpRedirect {
+		t.Errorf("reply from the hot cache: verdict %s, want REDIRECT", verdictName(v))
+	}
+	e.must(e.dp.objs.Reverse.Put(&rk, &rv))
+
+	// A reverse entry deleted through the Datapath invalidates the cache:
+	// the reply is no longer rewritten.
+	e.must(e.dp.DeleteReverse(c.p.src.Addr(), 8080, ProtoTCP))
+	if v, out := e.runOnCPU0(in); v != xdpPass {
+		t.Errorf("reply after DeleteReverse: verdict %s, want PASS", verdictName(v))
+	} else {
+		diffFrames(t, "after DeleteReverse", out, in)
+	}
+	e.must(e.dp.SetReverse(Reverse{Addr: c.p.src.Addr(), Port: 8080, Protocol: ProtoTCP, VServerID: c.vs, BackendID: c.be}))
+	for range 2 {
+		if v, _ := e.runOnCPU0(in); v != xdpRedirect {
+			t.Fatalf("reply after SetReverse: verdict %s, want REDIRECT", verdictName(v))
+		}
+	}
+	if !e.isHot(c.p) {
+		t.Fatal("no hot entry after SetReverse")
+	}
+	// The client becomes a local address: its replies pass.
+	e.must(e.dp.SetLocalAddrs([]netip.Addr{c.p.dst.Addr()}))
+	before := e.reasons()
+	if v, out := e.runOnCPU0(in); v != xdpPass {
+		t.Errorf("reply to a local address: verdict %s, want PASS", verdictName(v))
+	} else {
+		diffFrames(t, "to a local address", out, in)
+	}
+	if r := e.reasons(); r[ReasonPassLocal] != before[ReasonPassLocal]+1 {
+		t.Errorf("pass_local %d -> %d, want +1", before[ReasonPassLocal], r[ReasonPassLocal])
+	}
+}

@@ -183,6 +183,9 @@ func FuzzXDP(f *testing.F) {
 		// ACK segments: what the hot cache serves (xdp_lb's fast path)
 		mac(flowPacket{src: ap("10.2.0.5:40000"), dst: ap("10.100.0.1:80"), proto: protoTCP, payload: payload, tcpFlags: tcpACK}).frame(),
 		mac(flowPacket{src: ap("[fd02::5]:40000"), dst: ap("[fd64::1]:443"), proto: protoTCP, payload: payload, tcpFlags: tcpACK}).frame(),
+		// and replies (the hot cache serves them after the first)
+		mac(flowPacket{src: ap("10.1.0.10:8080"), dst: ap("10.2.0.5:40000"), proto: protoTCP, payload: payload, tcpFlags: tcpACK}).frame(),
+		mac(flowPacket{src: ap("[fd01::10]:8443"), dst: ap("[fd02::5]:40000"), proto: protoTCP, payload: payload, tcpFlags: tcpACK}).frame(),
 		icmpFrame(e.macB, e.routerMAC, ip("10.2.0.254"), ip("10.100.0.1"), 3, 4, 1400,
 			quote(flowPacket{src: ap("10.100.0.1:80"), dst: ap("10.2.0.5:40000"), proto: protoTCP, payload: payload}, 48)),
 		icmpFrame(e.macA, e.routerMAC, ip("fd01::fe"), ip("fd02::5"), 2, 0, 1280,

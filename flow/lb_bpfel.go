@@ -195,11 +195,12 @@ type lbHotEntry struct {
 	BackendId uint32
 	CsumIp    uint32
 	CsumL4    uint32
-	BeAddr    [4]uint32
-	BePort    uint16
+	NewAddr   [4]uint32
+	NewPort   uint16
 	Dmac      [6]uint8
 	Smac      [6]uint8
-	Pad       uint16
+	Rev       uint8
+	Pad       uint8
 	Pad2      uint32
 }
 

@@ -983,6 +983,25 @@ static __always_inline void fwd_count(__u32 vs_id, __u32 be_id, __u64 bytes, int
 	count(reason);
 }
 
+/* rev_count counts a reply the hot cache rewrote as handle_reverse does:
+ * the vserver's and the backend's reply packets and bytes, and the
+ * fwd_reverse reason in each and globally. */
+static __always_inline void rev_count(__u32 vs_id, __u32 be_id, __u64 bytes)
+{
+	struct vs_stats *vs = bpf_map_lookup_elem(&vserver_stats, &vs_id);
+	struct be_stats *bs = bpf_map_lookup_elem(&backend_stats, &be_id);
+
+	if (vs) {
+		stats_add(vs, bytes, 0, 1);
+		vs->reasons[REASON_FWD_REVERSE] += 1;
+	}
+	if (bs) {
+		stats_add(bs, bytes, 0, 1);
+		bs->reasons[REASON_FWD_REVERSE] += 1;
+	}
+	count(REASON_FWD_REVERSE);
+}
+
 /* hot_hash spreads a flow's 5-tuple over the hot cache's slots. Any
  * function would do (the entry holds the whole key); this one is cheap. */
 static __always_inline __u32 hot_hash(__u32 s0, __u32 s1, __u32 s2, __u32 s3, __u32 d0, __u32 d1,
@@ -1038,8 +1057,50 @@ static __always_inline void hot_set(const struct pkt *p, __u32 gen, __u32 vs_id,
 	d = delta_addr(0, p->dst, be->addr, v6);
 	e->csum_ip = d;
 	e->csum_l4 = delta_add16(d, p->dport, nport);
-	__builtin_memcpy(e->be_addr, be->addr, 16);
-	e->be_port = nport;
+	__builtin_memcpy(e->new_addr, be->addr, 16);
+	e->new_port = nport;
+	e->rev = 0;
+	__builtin_memcpy(e->dmac, ce->dmac, ETH_ALEN);
+	__builtin_memcpy(e->smac, ce->smac, ETH_ALEN);
+	asm volatile("" ::: "memory");
+	e->gen = gen;
+}
+
+/* hot_set_rev caches a stateless reply's rewrite (the source back to
+ * vip:nport) in this CPU's hot slot, from the route answer in ce (the
+ * client's fib_cache entry, just used). p is the reply as it came. */
+static __always_inline void hot_set_rev(const struct pkt *p, __u32 gen, __u32 vs_id, __u32 be_id,
+					const __u32 *vip, __u16 nport, const struct fib_entry *ce)
+{
+	__u32 ports = (__u32)p->sport | ((__u32)p->dport << 16);
+	int v6 = p->family == FAMILY_V6;
+	struct hot_entry *e;
+	__u32 d;
+
+	if (!hot_slots)
+		return;
+	e = hot_slot(hot_hash(p->src[0], p->src[1], p->src[2], p->src[3], p->dst[0], p->dst[1],
+			      p->dst[2], p->dst[3], ports, p->proto));
+	if (!e)
+		return;
+	e->gen = 0;
+	asm volatile("" ::: "memory");
+	__builtin_memcpy(e->src, p->src, 16);
+	__builtin_memcpy(e->dst, p->dst, 16);
+	e->ports = ports;
+	e->proto = p->proto;
+	e->family = p->family;
+	e->max_len = ce->max_len;
+	e->in_ifindex = ce->in_ifindex;
+	e->ifindex = ce->ifindex;
+	e->vs_id = vs_id;
+	e->backend_id = be_id;
+	d = delta_addr(0, p->src, vip, v6);
+	e->csum_ip = d;
+	e->csum_l4 = delta_add16(d, p->sport, nport);
+	__builtin_memcpy(e->new_addr, vip, 16);
+	e->new_port = nport;
+	e->rev = 1;
 	__builtin_memcpy(e->dmac, ce->dmac, ETH_ALEN);
 	__builtin_memcpy(e->smac, ce->smac, ETH_ALEN);
 	asm volatile("" ::: "memory");
@@ -2249,12 +2310,15 @@ HANDLER int handle_reverse(struct xdp_md *ctx, struct pkt *p)
 {
 	struct bpf_fib_lookup fp;
 	struct rev *r;
-	__u32 why, sflags;
+	__u32 why, sflags, gen;
 	__u16 nport;
+	__u64 now;
 	int rc;
 
 	if (!p)
 		return XDP_ABORTED;
+	/* the cache generation, read before the entries a hot entry copies */
+	gen = cur_gen();
 	sflags = addr_flags(p->src, p->family);
 	if (!(sflags & ADDR_F_BACKEND))
 		return pass(REASON_PASS_NOT_OURS);
@@ -2269,10 +2333,26 @@ HANDLER int handle_reverse(struct xdp_md *ctx, struct pkt *p)
 	if (r->flags & REV_F_STATEFUL)
 		return OWNED_REPLY_CODE(r->vs_id) | ((r->flags & REV_F_FTP) ? OWNED_REPLY_FTP : 0);
 	nport = r->vport ? r->vport : p->sport;
-	rc = fib(ctx, p, p->proto, r->vip, p->dst, nport, p->dport, &fp, bpf_ktime_get_coarse_ns(), NULL);
+	now = bpf_ktime_get_coarse_ns();
+	rc = fib(ctx, p, p->proto, r->vip, p->dst, nport, p->dport, &fp, now, NULL);
 	why = fib_refused(rc);
 	if (why)
 		return be_vs_verdict(r->vs_id, r->backend_id, why, XDP_DROP);
+	/* The reply's rewrite enters the hot cache with the route answer it
+	 * used (fib cached it), so that the flow's next replies cost no hash
+	 * lookup. A SYN-ACK never reaches the cache's probe: the replies after
+	 * it do. */
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS && fib_cache_ns && gen && hot_slots) {
+		struct fib_key ck = {};
+		struct fib_entry *ce;
+
+		__builtin_memcpy(ck.addr, p->dst, 16);
+		ck.ifindex = ctx->ingress_ifindex;
+		ck.family = p->family;
+		ce = bpf_map_lookup_elem(&fib_cache, &ck);
+		if (ce && p->l3_end - p->l3 <= ce->max_len && fib_entry_for(ce, p->dst, ck.ifindex, now, gen))
+			hot_set_rev(p, gen, r->vs_id, r->backend_id, r->vip, nport, ce);
+	}
 	if (rewrite(ctx, p, 1, r->vip, nport))
 		return XDP_ABORTED;
 	vs_add(r->vs_id, ctx->data_end - ctx->data, 0, 1);
@@ -2735,7 +2815,7 @@ static __always_inline int fast(struct xdp_md *ctx)
 	struct ethhdr *eth = data;
 	struct hot_entry *e;
 	__u8 proto, family, syn = 0;
-	__u16 *l4csum, *l4port;
+	__u16 *l4csum, *l4port, *l4sport;
 	int v6;
 
 	if (data + sizeof(*eth) > end)
@@ -2799,6 +2879,7 @@ static __always_inline int fast(struct xdp_md *ctx)
 			syn = ((__u8 *)th)[13] & TCP_SYN;
 			l4csum = &th->check;
 			l4port = &th->dest;
+			l4sport = &th->source;
 		} else if (proto == IPPROTO_UDP) {
 			struct udphdr *uh = ptr_at(ctx, l4, sizeof(*uh));
 			__u32 ulen;
@@ -2813,18 +2894,18 @@ static __always_inline int fast(struct xdp_md *ctx)
 			ports = *(__u32 *)uh;
 			l4csum = &uh->check;
 			l4port = &uh->dest;
+			l4sport = &uh->source;
 		} else {
 			return FAST_MISS;
 		}
 	}
 
-	if (!maybe_ours4(d0, d1, d2, d3, family)) {
-		if (maybe_ours4(s0, s1, s2, s3, family))
-			return FAST_MISS;
+	/* neither for a VIP nor from a service: not ours */
+	if (!maybe_ours4(d0, d1, d2, d3, family) && !maybe_ours4(s0, s1, s2, s3, family))
 		return pass(REASON_PASS_NOT_OURS);
-	}
 
-	/* a SYN opens a flow: not worth a probe (a cold cache line) */
+	/* a SYN opens a flow: not worth a probe (a cold cache line); a
+	 * SYN-ACK neither (the reply's entry is made by it) */
 	if (!hot_slots || syn)
 		return FAST_MISS;
 	e = hot_slot(hot_hash(s0, s1, s2, s3, d0, d1, d2, d3, ports, proto));
@@ -2839,22 +2920,31 @@ static __always_inline int fast(struct xdp_md *ctx)
 	if (len > e->max_len || e->in_ifindex != ctx->ingress_ifindex)
 		return FAST_MISS;
 
-	/* the destination rewrite, checksum deltas precomputed in the entry */
+	/* the rewrite of the destination (or of a reply's source), checksum
+	 * deltas precomputed in the entry */
 	if (!v6) {
 		struct iphdr *ip = data + sizeof(*eth);
 
 		if ((void *)(ip + 1) > end)
 			return XDP_ABORTED;
 		ip->check = csum_apply(ip->check, e->csum_ip);
-		ip->daddr = e->be_addr[0];
+		if (e->rev)
+			ip->saddr = e->new_addr[0];
+		else
+			ip->daddr = e->new_addr[0];
 	} else {
 		struct ipv6hdr *ip6 = data + sizeof(*eth);
 
 		if ((void *)(ip6 + 1) > end)
 			return XDP_ABORTED;
-		__builtin_memcpy(&ip6->daddr, e->be_addr, 16);
+		if (e->rev)
+			__builtin_memcpy(&ip6->saddr, e->new_addr, 16);
+		else
+			__builtin_memcpy(&ip6->daddr, e->new_addr, 16);
 	}
-	*l4port = e->be_port;
+	if (e->rev)
+		l4port = l4sport;
+	*l4port = e->new_port;
 	if (proto == IPPROTO_TCP || v6 || *l4csum) {
 		__u16 c = csum_apply(*l4csum, e->csum_l4);
 
@@ -2862,7 +2952,10 @@ static __always_inline int fast(struct xdp_md *ctx)
 	}
 	__builtin_memcpy(eth->h_dest, e->dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, e->smac, ETH_ALEN);
-	fwd_count(e->vs_id, e->backend_id, frame_len, 0, REASON_FWD_HIT);
+	if (e->rev)
+		rev_count(e->vs_id, e->backend_id, frame_len);
+	else
+		fwd_count(e->vs_id, e->backend_id, frame_len, 0, REASON_FWD_HIT);
 	if (e->ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
 	return bpf_redirect(e->ifindex, 0);

@@ -353,8 +353,9 @@ enum alg_counter {
 #define ADDR_FILTER_WORDS ((1 << ADDR_FILTER_BITS) / 64)
 
 /* hot: a per-CPU direct-mapped cache of stateless flows, what a flow-table
- * hit needs to forward a packet, so that it costs no hash lookup. An entry
- * is valid while gen equals the cache generation (cfg_gen; 0: empty), for
+ * hit (client -> backend) or a service's reverse entry (backend -> client)
+ * needs to forward a packet, so that it costs no hash lookup. An entry is
+ * valid while gen equals the cache generation (cfg_gen; 0: empty), for
  * frames from in_ifindex whose IP length is at most max_len. */
 struct hot_entry {
 	__u32 src[4];
@@ -368,13 +369,14 @@ struct hot_entry {
 	__u32 ifindex; /* egress interface */
 	__u32 vs_id;
 	__u32 backend_id;
-	__u32 csum_ip; /* checksum delta of the destination rewrite: IPv4 header */
-	__u32 csum_l4; /* and TCP/UDP (address and port) */
-	__u32 be_addr[4]; /* the backend's address */
-	__u16 be_port;	  /* destination port after the rewrite, network order */
+	__u32 csum_ip;	   /* checksum delta of the rewrite: IPv4 header */
+	__u32 csum_l4;	   /* and TCP/UDP (address and port) */
+	__u32 new_addr[4]; /* the backend's address, or (rev) the VIP */
+	__u16 new_port;	   /* the port after the rewrite, network order */
 	__u8 dmac[6];
 	__u8 smac[6];
-	__u16 pad;
+	__u8 rev;	   /* 1: a reply, the source is rewritten; 0: the destination */
+	__u8 pad;
 	__u32 pad2;
 };
 
