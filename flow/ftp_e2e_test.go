@@ -25,8 +25,8 @@ import (
 //
 // Each backend serves a different random file f.bin of the given size, with
 // vsftpd from deploy/ftp/vsftpd.conf and test-only overrides, one instance
-// per address family plus one on port 2121 that advertises the USIP OFF
-// vserver's VIP.
+// per address family plus one per family on port 2121 for the USIP OFF
+// vservers (the IPv4 one advertises its VIP).
 type ftpLab struct {
 	client, node *netns.NetNS
 	backends     []*netns.NetNS
@@ -34,6 +34,7 @@ type ftpLab struct {
 	sums         map[[32]byte]int // file checksum -> backend (1, 2)
 
 	vip4, vip6, vipSNAT, snip netip.Addr
+	vipSNAT6, snip6           netip.Addr
 }
 
 func newFTPLab(t *testing.T, size int) *ftpLab {
@@ -52,6 +53,7 @@ func newFTPLab(t *testing.T, size int) *ftpLab {
 		client: netns.New(t), node: netns.New(t), backends: []*netns.NetNS{netns.New(t), netns.New(t)},
 		dir: t.TempDir(), sums: map[[32]byte]int{},
 		vip4: ip("10.97.100.10"), vip6: ip("fd97:100::10"), vipSNAT: ip("10.97.100.11"), snip: ip("10.97.200.1"),
+		vipSNAT6: ip("fd97:100::11"), snip6: ip("fd97:200::1"),
 	}
 	client, node, backends := l.client, l.node, l.backends
 	for _, ns := range []*netns.NetNS{client, node, backends[0], backends[1]} {
@@ -127,6 +129,11 @@ func newFTPLab(t *testing.T, size int) *ftpLab {
 			"snat": {fmt.Sprintf("listen_address=10.97.%d.2", i+2), "listen_port=2121", "pasv_address=" + l.vipSNAT.String(),
 				fmt.Sprintf("pasv_min_port=%d", 32000+1000*i), fmt.Sprintf("pasv_max_port=%d", 32099+1000*i),
 				"port_promiscuous=YES", "connect_from_port_20=NO"},
+			// USIP OFF over IPv6 (vipSNAT6): an EPSV reply names no
+			// address, so no pasv_address
+			"snat6": {"listen=NO", "listen_ipv6=YES", fmt.Sprintf("listen_address6=fd97:%d::2", i+2), "listen_port=2121",
+				fmt.Sprintf("pasv_min_port=%d", 32000+1000*i), fmt.Sprintf("pasv_max_port=%d", 32099+1000*i),
+				"port_promiscuous=YES", "connect_from_port_20=NO"},
 		} {
 			conf := filepath.Join(dir, fmt.Sprintf("b%d%s.conf", i+1, fam))
 			text := append(append([]byte{}, example...), []byte(strings.Join(append(common, extra...), "\n")+"\n")...)
@@ -141,18 +148,20 @@ func newFTPLab(t *testing.T, size int) *ftpLab {
 
 // datapath loads a data plane programmed for the lab, not attached: this
 // node is the active member of pair 1, whose SNIP the backends reach
-// through it (their default route); vservers 0 (vip4), 1 (vip6) and 2
-// (vipSNAT, USIP OFF) are FTP, ROUNDROBIN, mirrored.
+// through it (their default route); vservers 0 (vip4), 1 (vip6), 2
+// (vipSNAT, USIP OFF) and 3 (vipSNAT6, USIP OFF) are FTP, ROUNDROBIN,
+// mirrored.
 func (l *ftpLab) datapath(t *testing.T) *Datapath {
 	t.Helper()
 	d := newDatapath(t, Config{TableSize: 251, MaxVServers: 4})
-	if err := d.SetPairs([]Pair{{ID: 1, Live: true, Local: true, SNIPs: []netip.Addr{l.snip}, SNATPorts: [2]uint16{40000, 40999}}}); err != nil {
+	if err := d.SetPairs([]Pair{{ID: 1, Live: true, Local: true, SNIPs: []netip.Addr{l.snip, l.snip6}, SNATPorts: [2]uint16{40000, 40999}}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, v := range []VServer{
 		{ID: 0, VIP: l.vip4, Port: 21, Protocol: ProtoTCP, Method: MethodRoundRobin, Owned: true, Mirror: true, FTP: true},
 		{ID: 1, VIP: l.vip6, Port: 21, Protocol: ProtoTCP, Method: MethodRoundRobin, Owned: true, Mirror: true, FTP: true},
 		{ID: 2, VIP: l.vipSNAT, Port: 21, Protocol: ProtoTCP, Method: MethodRoundRobin, Owned: true, Mirror: true, FTP: true, SNAT: true},
+		{ID: 3, VIP: l.vipSNAT6, Port: 21, Protocol: ProtoTCP, Method: MethodRoundRobin, Owned: true, Mirror: true, FTP: true, SNAT: true},
 	} {
 		if err := d.SetVServer(v); err != nil {
 			t.Fatal(err)
@@ -166,7 +175,7 @@ func (l *ftpLab) datapath(t *testing.T) *Datapath {
 			}
 			port := uint16(21)
 			if v.SNAT {
-				port = 2121 // the instance that advertises vipSNAT
+				port = 2121 // the USIP OFF instances
 			}
 			if err := d.SetBackend(Backend{ID: id, Addr: a, Port: port}); err != nil {
 				t.Fatal(err)
@@ -203,8 +212,9 @@ func ftpURL(vip netip.Addr) string {
 // TestFTPEndToEnd downloads files with curl from two vsftpd backends
 // through a node running the data plane (ftpLab), in every FTP mode (EPSV,
 // PASV, EPRT, PORT over IPv4; EPSV and EPRT over IPv6) with USIP ON, and
-// with USIP OFF in passive mode (EPSV, PASV: source NAT to the pair's SNIP,
-// for control and data connections alike) and active mode (PORT, with
+// with USIP OFF in passive mode (EPSV, PASV over IPv4, EPSV over IPv6:
+// source NAT to the pair's SNIP of the family, for control and data
+// connections alike) and active mode (PORT over IPv4, EPRT over IPv6, with
 // vsftpd's port_promiscuous=YES: the backend connects to the client itself,
 // no source NAT). The VIP is configured nowhere:
 // the control connection, and the data connection the ALG expects, both
@@ -217,7 +227,7 @@ func ftpURL(vip netip.Addr) string {
 func TestFTPEndToEnd(t *testing.T) {
 	l := newFTPLab(t, 4<<20)
 	client, dir, sums := l.client, l.dir, l.sums
-	vip4, vip6, vipSNAT, snip := l.vip4, l.vip6, l.vipSNAT, l.snip
+	vip4, vip6, vipSNAT := l.vip4, l.vip6, l.vipSNAT
 	d := l.datapath(t)
 	l.attach(t, d)
 	var err error
@@ -237,6 +247,8 @@ func TestFTPEndToEnd(t *testing.T) {
 		{"EPSV USIP OFF", vipSNAT, nil, alg.KindEPSV},
 		{"PASV USIP OFF", vipSNAT, []string{"--disable-epsv"}, alg.KindPASV},
 		{"PORT USIP OFF", vipSNAT, []string{"--ftp-port", "10.97.1.2", "--disable-eprt"}, alg.KindPORT},
+		{"EPSV6 USIP OFF", l.vipSNAT6, nil, alg.KindEPSV},
+		{"EPRT6 USIP OFF", l.vipSNAT6, []string{"--ftp-port", "fd97:1::2"}, alg.KindEPRT},
 	}
 	served := map[int]int{}
 	start := time.Now()
@@ -298,30 +310,32 @@ func TestFTPEndToEnd(t *testing.T) {
 	}
 	// USIP OFF: the passive data connections were source-NATed like
 	// their control connections (vsftpd, pasv_promiscuous=NO, accepted them
-	// because both came from the SNIP); the active ones come from the
-	// backend to the client itself and are not
-	snatData, activeData := 0, 0
+	// because both came from the SNIP of their family); the active ones
+	// come from the backend to the client itself and are not
+	snatData, activeData := map[uint32]int{}, map[uint32]int{}
 	var k lbFlowKey
 	var f lbFlow
 	it := d.objs.Flows.Iterate()
 	for it.Next(&k, &f) {
-		if f.VsId != 2 {
+		if f.VsId != 2 && f.VsId != 3 {
 			continue
 		}
+		snip := map[uint32]netip.Addr{2: l.snip, 3: l.snip6}[f.VsId]
 		active := f.Flags&FlowFlagFTPData != 0 && (ntohs(k.Dport) < 32000 || ntohs(k.Dport) > 33099) // not a passive port
 		switch {
 		case active && f.Flags&FlowFlagSNAT != 0:
 			t.Errorf("USIP OFF active data flow %+v source-NATed", k)
 		case active:
-			activeData++
-		case f.Flags&FlowFlagSNAT == 0 || wordsAddr(f.Snat, familyV4) != snip:
+			activeData[f.VsId]++
+		case f.Flags&FlowFlagSNAT == 0 || wordsAddr(f.Snat, k.Family) != snip:
 			t.Errorf("USIP OFF flow %+v not source-NATed to %v", k, snip)
 		case f.Flags&FlowFlagFTPData != 0:
-			snatData++
+			snatData[f.VsId]++
 		}
 	}
-	if snatData != 4 || activeData != 2 {
-		t.Errorf("%d source-NATed passive and %d active data flows, want 4 and 2", snatData, activeData)
+	// IPv4: EPSV and PASV passive, PORT active; IPv6: EPSV, EPRT; twice each
+	if snatData[2] != 4 || activeData[2] != 2 || snatData[3] != 2 || activeData[3] != 2 {
+		t.Errorf("source-NATed passive data flows %v and active %v per vserver, want 2:4 3:2 and 2:2 3:2", snatData, activeData)
 	}
 	t.Logf("reasons: %v", mustReasons(d))
 }
