@@ -12,11 +12,12 @@ import (
 
 // A takeover: the partner's mirrored flows become this node's owned flows.
 //
-// At a million flows the kernel's LRU inserts are most of the time (about
-// 0.7 µs each on this machine, in random order), so InstallRecords reads the
-// standby store's records in place, with no decoding into Entries, and writes
-// each batch with two writers in parallel: the flow table's hash buckets have
-// their own locks, and the LRU hands each CPU its own free list.
+// At a million flows the kernel's LRU inserts are most of the time (a
+// million in random order took 0.71 s with one writer, 0.43 s with two, on
+// this machine), so InstallRecords reads the standby store's records in
+// place, with no decoding into Entries, and writes each batch with two
+// writers in parallel: the flow table's hash buckets have their own locks,
+// and the LRU hands each CPU its own free list.
 
 // installScratch holds InstallRecords' buffers between batches (d.mu held).
 type installScratch struct {

@@ -51,8 +51,9 @@ var (
 // FlowInstaller installs flows into the data plane's flow table, a batch at
 // a time (one BPF batch update). It receives the records as stored, valid
 // (Upsert validated them) and not decoded: a data plane converts them to its
-// own keys in one step, which at a million flows saves a third of a
-// takeover; an installer that wants Entries calls Record.Decode.
+// own keys in one step (decoding a million records into Entries and
+// converting those cost 0.35-0.45 s here); an installer that wants Entries
+// calls Record.Decode.
 // Implementations need not be safe for concurrent use: during one Takeover,
 // a Store calls it from one goroutine (not the caller's), one batch after
 // another, while holding a read lock of the store, so it must not call the
