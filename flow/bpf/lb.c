@@ -1025,10 +1025,12 @@ static __always_inline struct hot_entry *hot_slot(__u32 h)
 	return bpf_map_lookup_elem(&hot, &idx);
 }
 
-/* hot_set caches a stateless flow's forwarding in this CPU's hot slot, from
- * the route answer in ce (the backend's backend_fib entry, just used). */
+/* hot_set caches a stateless packet's rewrite in this CPU's hot slot: its
+ * destination (rev 0: client -> backend) or its source (rev 1: a reply,
+ * back to the VIP) becomes naddr:nport, sent by the route answer in ce (the
+ * backend_fib or fib_cache entry just used). p is the packet as it came. */
 static __always_inline void hot_set(const struct pkt *p, __u32 gen, __u32 vs_id, __u32 be_id,
-				    const struct backend *be, __u16 nport,
+				    const __u32 *naddr, __u16 nport, int rev,
 				    const struct fib_entry *ce)
 {
 	__u32 ports = (__u32)p->sport | ((__u32)p->dport << 16);
@@ -1054,53 +1056,12 @@ static __always_inline void hot_set(const struct pkt *p, __u32 gen, __u32 vs_id,
 	e->ifindex = ce->ifindex;
 	e->vs_id = vs_id;
 	e->backend_id = be_id;
-	d = delta_addr(0, p->dst, be->addr, v6);
+	d = delta_addr(0, rev ? p->src : p->dst, naddr, v6);
 	e->csum_ip = d;
-	e->csum_l4 = delta_add16(d, p->dport, nport);
-	__builtin_memcpy(e->new_addr, be->addr, 16);
+	e->csum_l4 = delta_add16(d, rev ? p->sport : p->dport, nport);
+	__builtin_memcpy(e->new_addr, naddr, 16);
 	e->new_port = nport;
-	e->rev = 0;
-	__builtin_memcpy(e->dmac, ce->dmac, ETH_ALEN);
-	__builtin_memcpy(e->smac, ce->smac, ETH_ALEN);
-	asm volatile("" ::: "memory");
-	e->gen = gen;
-}
-
-/* hot_set_rev caches a stateless reply's rewrite (the source back to
- * vip:nport) in this CPU's hot slot, from the route answer in ce (the
- * client's fib_cache entry, just used). p is the reply as it came. */
-static __always_inline void hot_set_rev(const struct pkt *p, __u32 gen, __u32 vs_id, __u32 be_id,
-					const __u32 *vip, __u16 nport, const struct fib_entry *ce)
-{
-	__u32 ports = (__u32)p->sport | ((__u32)p->dport << 16);
-	int v6 = p->family == FAMILY_V6;
-	struct hot_entry *e;
-	__u32 d;
-
-	if (!hot_slots)
-		return;
-	e = hot_slot(hot_hash(p->src[0], p->src[1], p->src[2], p->src[3], p->dst[0], p->dst[1],
-			      p->dst[2], p->dst[3], ports, p->proto));
-	if (!e)
-		return;
-	e->gen = 0;
-	asm volatile("" ::: "memory");
-	__builtin_memcpy(e->src, p->src, 16);
-	__builtin_memcpy(e->dst, p->dst, 16);
-	e->ports = ports;
-	e->proto = p->proto;
-	e->family = p->family;
-	e->max_len = ce->max_len;
-	e->in_ifindex = ce->in_ifindex;
-	e->ifindex = ce->ifindex;
-	e->vs_id = vs_id;
-	e->backend_id = be_id;
-	d = delta_addr(0, p->src, vip, v6);
-	e->csum_ip = d;
-	e->csum_l4 = delta_add16(d, p->sport, nport);
-	__builtin_memcpy(e->new_addr, vip, 16);
-	e->new_port = nport;
-	e->rev = 1;
+	e->rev = rev;
 	__builtin_memcpy(e->dmac, ce->dmac, ETH_ALEN);
 	__builtin_memcpy(e->smac, ce->smac, ETH_ALEN);
 	asm volatile("" ::: "memory");
@@ -1190,7 +1151,7 @@ HANDLER int handle_vserver(struct xdp_md *ctx, struct pkt *p, struct vserver *vs
 	 * untracked vserver's flow has no record to tell its second packet:
 	 * it enters at once. */
 	if (ce && gen && (!new_flow || (vs->flags & VS_F_UNTRACKED)))
-		hot_set(p, gen, vs_id, be_id, be, nport, ce);
+		hot_set(p, gen, vs_id, be_id, be->addr, nport, 0, ce);
 	if (rewrite(ctx, p, 0, be->addr, nport))
 		return XDP_ABORTED;
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
@@ -2340,8 +2301,8 @@ HANDLER int handle_reverse(struct xdp_md *ctx, struct pkt *p)
 		return be_vs_verdict(r->vs_id, r->backend_id, why, XDP_DROP);
 	/* The reply's rewrite enters the hot cache with the route answer it
 	 * used (fib cached it), so that the flow's next replies cost no hash
-	 * lookup. A SYN-ACK never reaches the cache's probe: the replies after
-	 * it do. */
+	 * lookup (hot_set, rev). A SYN-ACK never reaches the cache's probe: the
+	 * replies after it do. */
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS && fib_cache_ns && gen && hot_slots) {
 		struct fib_key ck = {};
 		struct fib_entry *ce;
@@ -2351,7 +2312,7 @@ HANDLER int handle_reverse(struct xdp_md *ctx, struct pkt *p)
 		ck.family = p->family;
 		ce = bpf_map_lookup_elem(&fib_cache, &ck);
 		if (ce && p->l3_end - p->l3 <= ce->max_len && fib_entry_for(ce, p->dst, ck.ifindex, now, gen))
-			hot_set_rev(p, gen, r->vs_id, r->backend_id, r->vip, nport, ce);
+			hot_set(p, gen, r->vs_id, r->backend_id, r->vip, nport, 1, ce);
 	}
 	if (rewrite(ctx, p, 1, r->vip, nport))
 		return XDP_ABORTED;
