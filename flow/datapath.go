@@ -725,6 +725,27 @@ func (d *Datapath) deleteReverse(rid reverseID) error {
 	return d.bumpGen()
 }
 
+// writeChanged rewrites the addrs entries of the addresses in one of two
+// sets and not the other: a set (locals, members, SNIPs) went from old to
+// want, and each changed address's flags are computed again.
+func (d *Datapath) writeChanged(old, want map[netip.Addr]bool) error {
+	for a := range old {
+		if !want[a] {
+			if err := d.writeAddr(a); err != nil {
+				return err
+			}
+		}
+	}
+	for a := range want {
+		if !old[a] {
+			if err := d.writeAddr(a); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 func (d *Datapath) ref(refs map[netip.Addr]int, a netip.Addr) error {
 	refs[a]++
 	return d.writeAddr(a)
@@ -810,19 +831,8 @@ func (d *Datapath) SetLocalAddrs(addrs []netip.Addr) error {
 	}
 	old := d.locals
 	d.locals = want
-	for a := range old {
-		if !want[a] {
-			if err := d.writeAddr(a); err != nil {
-				return err
-			}
-		}
-	}
-	for a := range want {
-		if !old[a] {
-			if err := d.writeAddr(a); err != nil {
-				return err
-			}
-		}
+	if err := d.writeChanged(old, want); err != nil {
+		return err
 	}
 	// a reply in the hot cache may be to an address now local
 	return d.bumpGen()

@@ -83,19 +83,8 @@ func (d *Datapath) SetBackplane(self netip.Addr, members []netip.Addr) error {
 	}
 	old := d.members
 	d.members = want
-	for a := range old {
-		if !want[a] {
-			if err := d.writeAddr(a); err != nil {
-				return err
-			}
-		}
-	}
-	for a := range want {
-		if !old[a] {
-			if err := d.writeAddr(a); err != nil {
-				return err
-			}
-		}
+	if err := d.writeChanged(old, want); err != nil {
+		return err
 	}
 	d.selfCfg.Addr, d.selfCfg.Family = addrWords(self)
 	return d.writeSelf()
@@ -185,19 +174,8 @@ func (d *Datapath) SetPairs(pairs []Pair) error {
 	}
 	old := d.snips
 	d.snips = snips
-	for a := range old {
-		if !snips[a] {
-			if err := d.writeAddr(a); err != nil {
-				return err
-			}
-		}
-	}
-	for a := range snips {
-		if !old[a] {
-			if err := d.writeAddr(a); err != nil {
-				return err
-			}
-		}
+	if err := d.writeChanged(old, snips); err != nil {
+		return err
 	}
 	d.pairs = make([]Pair, len(pairs))
 	for i, p := range pairs {
