@@ -760,7 +760,9 @@ func (d *Daemon) startStateful(ctx context.Context, cl Membership, prepend *func
 		Auth:   mirror.Auth{PSK: MirrorPSK(keys[0])},
 		SNIPs:  d.cfg.SNIPs,
 		CanOwn: d.canOwnPair,
-		Logger: d.log.With("component", "stateful"),
+		// the SNIPs follow ownership at once (reconcileReturns)
+		OnOwning: func(bool) { d.reconcile() },
+		Logger:   d.log.With("component", "stateful"),
 	}, sdp, scl, d.programmer)
 	if err != nil {
 		return fmt.Errorf("starting the stateful data path: %w", err)
