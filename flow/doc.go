@@ -109,7 +109,7 @@
 // those that need one, with one batch update per map, batch and writer, two
 // writers in parallel. BenchmarkTakeover on this machine: 1,000,000 USIP ON
 // flows in 0.75-0.82 s, 100,000 in 0.06 s; 1,000,000 USIP OFF flows, each
-// with its reply entry, in 1.21-1.28 s.
+// with its reply entry, in 1.15-1.28 s.
 //
 // # FTP (ftp.go; ftp_alg, handle_ftp_data, handle_ftp_data_reply in lb.c)
 //
