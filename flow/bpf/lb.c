@@ -768,11 +768,12 @@ static __always_inline int fib_entry_for(const struct fib_entry *ce, const __u32
 }
 
 /* fib looks up the route and neighbour for dst (bpf_fib_lookup), through a
- * per-CPU cache: slot (the backend's backend_fib entry) or, when slot is
- * NULL, fib_cache. A SUCCESS is reused for fib_cache_ns, for the same
- * destination and ingress interface, for packets no longer than one the
- * kernel accepted (so the MTU check still holds). Only ifindex, smac and
- * dmac of fp are meaningful after a cached answer. */
+ * per-CPU cache: slot (an entry the caller holds: the backend's backend_fib
+ * entry, or dst's fib_cache entry) or, when slot is NULL, fib_cache. A
+ * SUCCESS is reused for fib_cache_ns, for the same destination and ingress
+ * interface, for packets no longer than one the kernel accepted (so the MTU
+ * check still holds). Only ifindex, smac and dmac of fp are meaningful after
+ * a cached answer. */
 static __always_inline int fib(struct xdp_md *ctx, const struct pkt *p, __u8 proto,
 			       const __u32 *src, const __u32 *dst, __u16 sport, __u16 dport,
 			       struct bpf_fib_lookup *fp, __u64 now, struct fib_entry *slot)
@@ -962,10 +963,10 @@ static __always_inline void be_add(__u32 be_id, __u64 bytes, int new_flow, int r
 }
 
 /* fwd_count counts a forwarded packet once in each of its counters: the
- * vserver's and the backend's packets, bytes, new flows and reason, and the
- * global reason. */
+ * vserver's and the backend's packets, bytes, new flows (rev: reply packets
+ * and bytes) and reason, and the global reason. */
 static __always_inline void fwd_count(__u32 vs_id, __u32 be_id, __u64 bytes, int new_flow,
-				      __u32 reason)
+				      int rev, __u32 reason)
 {
 	struct vs_stats *vs = bpf_map_lookup_elem(&vserver_stats, &vs_id);
 	struct be_stats *bs = bpf_map_lookup_elem(&backend_stats, &be_id);
@@ -973,33 +974,14 @@ static __always_inline void fwd_count(__u32 vs_id, __u32 be_id, __u64 bytes, int
 	if (reason >= REASON_MAX)
 		return;
 	if (vs) {
-		stats_add(vs, bytes, new_flow, 0);
+		stats_add(vs, bytes, new_flow, rev);
 		vs->reasons[reason] += 1;
 	}
 	if (bs) {
-		stats_add(bs, bytes, new_flow, 0);
+		stats_add(bs, bytes, new_flow, rev);
 		bs->reasons[reason] += 1;
 	}
 	count(reason);
-}
-
-/* rev_count counts a reply the hot cache rewrote as handle_reverse does:
- * the vserver's and the backend's reply packets and bytes, and the
- * fwd_reverse reason in each and globally. */
-static __always_inline void rev_count(__u32 vs_id, __u32 be_id, __u64 bytes)
-{
-	struct vs_stats *vs = bpf_map_lookup_elem(&vserver_stats, &vs_id);
-	struct be_stats *bs = bpf_map_lookup_elem(&backend_stats, &be_id);
-
-	if (vs) {
-		stats_add(vs, bytes, 0, 1);
-		vs->reasons[REASON_FWD_REVERSE] += 1;
-	}
-	if (bs) {
-		stats_add(bs, bytes, 0, 1);
-		bs->reasons[REASON_FWD_REVERSE] += 1;
-	}
-	count(REASON_FWD_REVERSE);
 }
 
 /* hot_hash spreads a flow's 5-tuple over the hot cache's slots. Any
@@ -1167,7 +1149,7 @@ HANDLER int handle_vserver(struct xdp_md *ctx, struct pkt *p, struct vserver *vs
 		__builtin_memcpy(eth->h_dest, fp.dmac, ETH_ALEN);
 		__builtin_memcpy(eth->h_source, fp.smac, ETH_ALEN);
 	}
-	fwd_count(vs_id, be_id, ctx->data_end - ctx->data, new_flow,
+	fwd_count(vs_id, be_id, ctx->data_end - ctx->data, new_flow, 0,
 		  new_flow ? REASON_FWD_NEW : REASON_FWD_HIT);
 	if (fp.ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
@@ -2270,6 +2252,8 @@ HANDLER int handle_fragment(struct xdp_md *ctx, struct pkt *p)
 HANDLER int handle_reverse(struct xdp_md *ctx, struct pkt *p)
 {
 	struct bpf_fib_lookup fp;
+	struct fib_key ck = {};
+	struct fib_entry *ce = NULL;
 	struct rev *r;
 	__u32 why, sflags, gen;
 	__u16 nport;
@@ -2295,22 +2279,25 @@ HANDLER int handle_reverse(struct xdp_md *ctx, struct pkt *p)
 		return OWNED_REPLY_CODE(r->vs_id) | ((r->flags & REV_F_FTP) ? OWNED_REPLY_FTP : 0);
 	nport = r->vport ? r->vport : p->sport;
 	now = bpf_ktime_get_coarse_ns();
-	rc = fib(ctx, p, p->proto, r->vip, p->dst, nport, p->dport, &fp, now, NULL);
-	why = fib_refused(rc);
-	if (why)
-		return be_vs_verdict(r->vs_id, r->backend_id, why, XDP_DROP);
-	/* The reply's rewrite enters the hot cache with the route answer it
-	 * used (fib cached it), so that the flow's next replies cost no hash
-	 * lookup (hot_set, rev). A SYN-ACK never reaches the cache's probe: the
-	 * replies after it do. */
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS && fib_cache_ns && gen && hot_slots) {
-		struct fib_key ck = {};
-		struct fib_entry *ce;
-
+	/* the client's fib_cache entry, found once: fib uses and refreshes it
+	 * in place (per-CPU), and the hot entry copies it */
+	if (fib_cache_ns) {
 		__builtin_memcpy(ck.addr, p->dst, 16);
 		ck.ifindex = ctx->ingress_ifindex;
 		ck.family = p->family;
 		ce = bpf_map_lookup_elem(&fib_cache, &ck);
+	}
+	rc = fib(ctx, p, p->proto, r->vip, p->dst, nport, p->dport, &fp, now, ce);
+	why = fib_refused(rc);
+	if (why)
+		return be_vs_verdict(r->vs_id, r->backend_id, why, XDP_DROP);
+	/* The reply's rewrite enters the hot cache with the route answer it
+	 * used, so that the flow's next replies cost no hash lookup (hot_set,
+	 * rev). A SYN-ACK never reaches the cache's probe: the replies after
+	 * it do. */
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS && fib_cache_ns && gen && hot_slots) {
+		if (!ce) /* fib added the answer */
+			ce = bpf_map_lookup_elem(&fib_cache, &ck);
 		if (ce && p->l3_end - p->l3 <= ce->max_len && fib_entry_for(ce, p->dst, ck.ifindex, now, gen))
 			hot_set(p, gen, r->vs_id, r->backend_id, r->vip, nport, 1, ce);
 	}
@@ -2913,10 +2900,8 @@ static __always_inline int fast(struct xdp_md *ctx)
 	}
 	__builtin_memcpy(eth->h_dest, e->dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, e->smac, ETH_ALEN);
-	if (e->rev)
-		rev_count(e->vs_id, e->backend_id, frame_len);
-	else
-		fwd_count(e->vs_id, e->backend_id, frame_len, 0, REASON_FWD_HIT);
+	fwd_count(e->vs_id, e->backend_id, frame_len, 0, e->rev,
+		  e->rev ? REASON_FWD_REVERSE : REASON_FWD_HIT);
 	if (e->ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
 	return bpf_redirect(e->ifindex, 0);
