@@ -3,7 +3,6 @@ package flow
 import (
 	"encoding/binary"
 	"fmt"
-	"net/netip"
 
 	"github.com/cilium/ebpf"
 
@@ -27,25 +26,12 @@ type installScratch struct {
 	rvals []lbRflow
 }
 
-// beKey is a backend as a record names it: its address as stored (16
-// bytes, network order), its family and its port (0: any port).
+// beKey is a backend as the maps hold its address (addrWords), with its
+// port (0: any port).
 type beKey struct {
-	addr [16]byte
+	addr [4]uint32
 	fam  uint8
 	port uint16
-}
-
-func beKeyOf(a netip.Addr, port uint16) beKey {
-	a = a.Unmap()
-	k := beKey{port: port, fam: familyV6}
-	if a.Is4() {
-		b := a.As4()
-		copy(k.addr[:], b[:])
-		k.fam = familyV4
-		return k
-	}
-	k.addr = a.As16()
-	return k
 }
 
 // replyKey is what decides whether a flow needs its own reply entry.
@@ -89,7 +75,8 @@ func (d *Datapath) InstallRecords(recs []standby.Record, owner uint32, ids map[u
 	}
 	byAddr := make(map[beKey]uint32, len(d.backends))
 	for id, b := range d.backends {
-		byAddr[beKeyOf(b.Addr, b.Port)] = id
+		w, fam := addrWords(b.Addr)
+		byAddr[beKey{w, fam, b.Port}] = id
 	}
 	replies := make(map[replyKey]bool)
 	sc := &d.install
@@ -98,12 +85,9 @@ func (d *Datapath) InstallRecords(recs []standby.Record, owner uint32, ids map[u
 	conns := make(map[uint32]int64)
 	var expects []standby.Entry
 	mono := uint64(monoNow())
-	// the last vserver seen: records of one vserver come in runs
-	var (
-		lastID             uint32
-		lastOK, lastMirror bool
-		seen               bool
-	)
+	// what the records' vservers are here: owned (installable), mirrored
+	type vsInstall struct{ owned, mirror bool }
+	vss := make(map[uint32]vsInstall)
 	for i := range recs {
 		r := &recs[i]
 		if r.Validate() != nil {
@@ -125,19 +109,22 @@ func (d *Datapath) InstallRecords(recs []standby.Record, owner uint32, ids map[u
 			}
 			continue
 		}
-		if !seen || vsID != lastID {
+		vi, ok := vss[vsID]
+		if !ok {
 			vs, ok := d.vservers[vsID]
-			lastID, lastOK, lastMirror, seen = vsID, ok && vs.Owned, vs.Mirror, true
+			vi = vsInstall{owned: ok && vs.Owned, mirror: vs.Mirror}
+			vss[vsID] = vi
 		}
-		if !lastOK {
+		if !vi.owned {
 			continue
 		}
 		client, vip, backend, snat := r.RawAddrs()
 		cport, vport, bport, sport := r.Ports()
 		fam, proto := r.Family(), r.Proto()
-		beID, ok := byAddr[beKey{backend, fam, bport}]
+		bw := rawWords(&backend)
+		beID, ok := byAddr[beKey{bw, fam, bport}]
 		if !ok {
-			if beID, ok = byAddr[beKey{backend, fam, 0}]; !ok {
+			if beID, ok = byAddr[beKey{bw, fam, 0}]; !ok {
 				continue
 			}
 		}
@@ -149,7 +136,7 @@ func (d *Datapath) InstallRecords(recs []standby.Record, owner uint32, ids map[u
 			Owner:     owner,
 			CreatedNs: mono, SeenNs: mono,
 		}
-		if lastMirror {
+		if vi.mirror {
 			v.Flags |= FlowFlagMirror
 		}
 		hasSNAT := r.HasSNAT()
@@ -169,13 +156,13 @@ func (d *Datapath) InstallRecords(recs []standby.Record, owner uint32, ids map[u
 			rk := replyKey{beID, bport, proto, vsID}
 			names, ok := replies[rk]
 			if !ok {
-				names = d.reverseNames(rawAddr(&backend, fam), bport, proto, vsID)
+				names = d.reverseNames(wordsAddr(bw, fam), bport, proto, vsID)
 				replies[rk] = names
 			}
 			needReply = !names
 		}
 		if needReply {
-			rk := lbFlowKey{Src: rawWords(&backend), Sport: htons(bport), Dst: src, Dport: k.Sport, Proto: proto, Family: fam}
+			rk := lbFlowKey{Src: bw, Sport: htons(bport), Dst: src, Dport: k.Sport, Proto: proto, Family: fam}
 			rv := lbRflow{Client: src, Vip: dst, ClientPort: k.Sport, Vport: k.Dport, VsId: vsID, BackendId: beID}
 			if hasSNAT {
 				rk.Dst, rk.Dport = v.Snat, v.SnatPort
@@ -256,18 +243,16 @@ func rawWords(b *[16]byte) (w [4]uint32) {
 	return w
 }
 
-// rawAddr is the netip.Addr of an address as a record stores it.
-func rawAddr(b *[16]byte, fam uint8) netip.Addr {
-	if fam == familyV4 {
-		return netip.AddrFrom4([4]byte(b[:4]))
-	}
-	return netip.AddrFrom16(*b)
+// RecordInstaller is what Installer needs of a data plane: *Datapath, or a
+// node's view of it.
+type RecordInstaller interface {
+	InstallRecords(recs []standby.Record, owner uint32, ids map[uint32]uint32) (int, error)
 }
 
 // Installer adapts InstallRecords to standby.FlowInstaller for a takeover
 // of pair Owner's flows.
 type Installer struct {
-	D     *Datapath
+	D     RecordInstaller
 	Owner uint32
 	// IDs maps the records' vserver ids (the cluster's) to the data
 	// plane's; nil: they are data-plane ids already.

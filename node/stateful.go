@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"github.com/tandem-lb/tandem/node/metrics"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -20,6 +19,7 @@ import (
 	"github.com/tandem-lb/tandem/flow"
 	"github.com/tandem-lb/tandem/flow/standby"
 	"github.com/tandem-lb/tandem/node/api"
+	"github.com/tandem-lb/tandem/node/metrics"
 )
 
 // The stateful half of tandemd: the pairs map of the data plane, the
@@ -51,7 +51,7 @@ type StatefulDataPlane interface {
 	SetPairs(pairs []flow.Pair) error
 	Events() (*flow.EventReader, error)
 	OwnedFlows(fn func(standby.Entry) bool) error
-	InstallRecords(recs []standby.Record, owner uint32, ids map[uint32]uint32) (int, error)
+	flow.RecordInstaller
 }
 
 // StatefulCluster is what the stateful wiring needs of the membership;
@@ -594,16 +594,20 @@ func (s *Stateful) takeOver(e mirror.TakeOver) {
 	pair := s.pair
 	s.mu.Unlock()
 	start := time.Now()
-	inst := &translatingInstaller{dp: s.dp, prog: s.prog, owner: pair}
+	_, toDP, _ := s.prog.MirrorIDs()
+	if toDP == nil {
+		toDP = map[uint32]uint32{} // no vserver here (nil would install the cluster's ids as they are)
+	}
+	inst := &flow.Installer{D: s.dp, Owner: pair, IDs: toDP}
 	n, err := s.store.Takeover(e.Owner, inst)
 	if err != nil {
 		s.log.Error("takeover", "owner", e.Owner, "installed", n, "err", err)
 	}
 	took := time.Since(start)
-	s.log.Info("took over the pair's flows", "pair", pair, "from", e.Owner, "installed", inst.installed, "took", took)
+	s.log.Info("took over the pair's flows", "pair", pair, "from", e.Owner, "installed", inst.Installed, "took", took)
 	s.mu.Lock()
 	s.takeovers++
-	s.takenFlows += uint64(inst.installed)
+	s.takenFlows += uint64(inst.Installed)
 	s.lastTakeover = took
 	s.mu.Unlock()
 	dead := false
@@ -713,26 +717,6 @@ func (m mirrorSource) Snapshot(fn func(standby.Entry) bool) {
 // opened after the owner died still finds its backend.
 type expectationDataPlane interface {
 	ExpectationEntries(fn func(standby.Entry) bool) error
-}
-
-// translatingInstaller installs mirrored records with this node's vserver
-// ids; the data plane installs the FTP expectations among them as
-// expectations.
-type translatingInstaller struct {
-	dp        StatefulDataPlane
-	prog      MirrorIDSource
-	owner     uint32
-	toDP      map[uint32]uint32
-	installed int
-}
-
-func (t *translatingInstaller) InstallBatch(recs []standby.Record) error {
-	if t.toDP == nil {
-		_, t.toDP, _ = t.prog.MirrorIDs()
-	}
-	n, err := t.dp.InstallRecords(recs, t.owner, t.toDP)
-	t.installed += n
-	return err
 }
 
 // OwnsPair reports whether this node owns its pair's flows (active or
